@@ -1,0 +1,1 @@
+"""Alembic migrations of the service's own tables (version table ``hpo_alembic_version``)."""

@@ -1,0 +1,55 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
+
+from storage.settings import Settings
+
+from service import metrics
+from service.errors import install_error_handlers
+from service.middleware import BodySizeLimit
+from service.routes import health, studies, tasks, tokens, trials, workers
+from service.state import AppState
+
+logger = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
+    """Build the app; ``state`` (databases) is opened here unless given."""
+    state = state or AppState.open(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()
+
+    app = FastAPI(
+        title="HPO service",
+        version="0.1.0",
+        description="Hyperparameter optimization of Transformer/BERT models with Optuna "
+        "workers. Authenticate with `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+    )
+    app.state.hpo = state
+    registry = CollectorRegistry()
+    registry.register(metrics.ServiceCollector(state))
+    app.state.metrics_registry = registry
+    if not state.auth_enabled:
+        logger.warning("HPO_ADMIN_TOKEN is unset: the API accepts requests without a token")
+    install_error_handlers(app)
+    for module in (studies, trials, workers, tasks, tokens, health, metrics):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.add_middleware(metrics.RequestMetrics, registry=registry)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["*"], allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app

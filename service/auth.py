@@ -1,0 +1,51 @@
+"""Bearer-token authentication and scope checks."""
+
+from __future__ import annotations
+
+import hmac
+
+from storage.errors import ForbiddenError, UnauthorizedError
+from storage.tokens import Principal, Scope, authenticate
+
+from service.state import AppState
+
+ANONYMOUS_ADMIN = Principal("anonymous", Scope.ADMIN)
+BOOTSTRAP_ADMIN = Principal("admin", Scope.ADMIN)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def resolve_principal(state: AppState, token: str | None) -> Principal:
+    """Who presents ``token``.
+
+    Raises:
+        UnauthorizedError: auth is on and the token is missing or unknown.
+    """
+    if not state.auth_enabled:
+        return ANONYMOUS_ADMIN
+    if not token:
+        raise UnauthorizedError("an API token is required (Authorization: Bearer <token>)")
+    admin = state.settings.admin_token or ""
+    if hmac.compare_digest(token.encode(), admin.encode()):
+        return BOOTSTRAP_ADMIN
+    with state.db.session_scope() as session:
+        principal = authenticate(session, token)
+    if principal is None:
+        raise UnauthorizedError("invalid or revoked API token")
+    return principal
+
+
+def check_scope(principal: Principal, needed: Scope) -> Principal:
+    """Raises ForbiddenError when ``principal`` lacks ``needed``."""
+    if not principal.allows(needed):
+        raise ForbiddenError(
+            f"this token has the {principal.scope.name.lower()} scope; "
+            f"{needed.name.lower()} is needed"
+        )
+    return principal

@@ -1,0 +1,91 @@
+"""Prometheus metrics: request counts and latencies, studies, trials and workers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.routing import Match
+
+from storage.models import Study, StudyStatus
+from storage.workers import live_workers
+
+from service.deps import ReadDep, StateDep
+from service.responses import errors_for
+from service.state import AppState
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+class ServiceCollector(Collector):
+    """Gauges read from the service database at scrape time."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        studies = GaugeMetricFamily("hpo_studies", "studies by status", labels=["status"])
+        active = GaugeMetricFamily("hpo_trials_active", "trial slots held by workers")
+        finished = GaugeMetricFamily("hpo_trials_finished", "trials counted against budgets")
+        workers = GaugeMetricFamily("hpo_workers_live", "workers with a recent heartbeat")
+        try:
+            with self.state.db.session_scope(read_only=True) as session:
+                rows = session.execute(
+                    select(Study.status, func.count(), func.sum(Study.n_active),
+                           func.sum(Study.n_finished)).group_by(Study.status)
+                ).all()
+                n_workers = len(live_workers(session, self.state.settings.heartbeat_grace_s))
+        except Exception:  # a scrape must not fail because the database is down
+            logger.warning("metrics: database unavailable")
+            return
+        by_status = {row[0]: row for row in rows}
+        for status in StudyStatus:
+            row = by_status.get(status.value)
+            studies.add_metric([status.value], row[1] if row else 0)
+        active.add_metric([], sum(int(r[2] or 0) for r in rows))
+        finished.add_metric([], sum(int(r[3] or 0) for r in rows))
+        workers.add_metric([], n_workers)
+        yield from (studies, active, finished, workers)
+
+
+class RequestMetrics(BaseHTTPMiddleware):
+    """Counts requests and times them by route template (not raw path)."""
+
+    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+        super().__init__(app)
+        self.requests = Counter("hpo_http_requests", "HTTP requests",
+                                ["method", "route", "status"], registry=registry)
+        self.latency = Histogram("hpo_http_request_seconds", "HTTP request latency",
+                                 ["method", "route"], registry=registry)
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = _route_template(request)
+        self.requests.labels(request.method, route, str(response.status_code)).inc()
+        self.latency.labels(request.method, route).observe(time.perf_counter() - start)
+        return response
+
+
+def _route_template(request: Request) -> str:
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "other"))
+    return "unmatched"
+
+
+@router.get("/metrics", response_class=Response, responses=errors_for(401, 403))
+def metrics(request: Request, state: StateDep, _: ReadDep) -> Response:
+    """Prometheus text format."""
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,39 @@
+"""``/tasks``: built-in tasks, their config schema and default search space."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from storage.tasks import TaskDeclaration, all_declarations
+
+from service.deps import ReadDep
+from service.responses import errors_for
+from service.schemas import TaskList
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+def task_view(declaration: TaskDeclaration) -> dict[str, Any]:
+    return {
+        "name": declaration.name,
+        "description": declaration.description,
+        "metrics": list(declaration.metrics),
+        "config_schema": declaration.config_model.model_json_schema(),
+        "default_search_space": {
+            name: param.model_dump(mode="json", exclude_defaults=True) | {"type": param.type}
+            for name, param in declaration.default_search_space().items()
+        },
+        "hyperparameters": {
+            name: {"kind": h.kind, "default": h.default, "description": h.description,
+                   "choices": list(h.choices) if h.choices else None}
+            for name, h in declaration.hyperparameters.items()
+        },
+    }
+
+
+@router.get("", response_model=TaskList, responses=errors_for(401, 403))
+def list_tasks(_: ReadDep) -> dict[str, Any]:
+    """Every built-in task (custom tasks are ``python:module:function``)."""
+    return {"items": [task_view(d) for d in all_declarations()]}

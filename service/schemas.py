@@ -1,0 +1,197 @@
+"""Response and request bodies of the REST API (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage.spec import StudySpec
+
+TrialStateName = Literal["RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL"]
+StudyStatusName = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorOut(BaseModel):
+    code: str = Field(description="stable: invalid_spec, invalid_request, not_found, conflict, "
+                                  "unauthorized, forbidden, unavailable, payload_too_large")
+    message: str
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+
+class TrialOut(BaseModel):
+    number: int
+    state: TrialStateName
+    params: dict[str, Any]
+    value: float | None
+    values: list[float | None] | None
+    intermediate_values: dict[str, float | None]
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+    duration_s: float | None
+    worker: str | None
+    device: str | None
+    retry_of: int | None
+    error: str | None
+    fail_reason: str | None = Field(description="exception, timeout, oom, lost, interrupted, "
+                                                "cancelled")
+    mlflow_run_id: str | None
+    user_attrs: dict[str, Any] = Field(default_factory=dict)
+    links: dict[str, str | None] = Field(default_factory=dict)
+
+
+class StudyLinks(BaseModel):
+    dashboard: str | None
+    mlflow: str | None
+
+
+class BudgetState(BaseModel):
+    n_trials: int = Field(description="trials that will finish")
+    finished: int = Field(description="trials counted against n_trials so far")
+    active: int = Field(description="trial slots held by workers now")
+    lost: int = Field(description="trials lost to crashed workers and retried")
+    max_concurrent_trials: int
+
+
+class StudyOut(BaseModel):
+    name: str
+    status: StudyStatusName
+    status_reason: str | None
+    spec: StudySpec
+    priority: int
+    counts: dict[TrialStateName, int]
+    budget: BudgetState
+    best: TrialOut | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: StudyLinks
+
+
+class StudySummary(BaseModel):
+    """A study in a list: no trial statistics (those cost a query each)."""
+
+    name: str
+    status: StudyStatusName
+    status_reason: str | None
+    priority: int
+    task: str
+    budget: BudgetState
+    created_at: datetime
+    updated_at: datetime
+
+
+class StudyPage(BaseModel):
+    items: list[StudySummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class TrialPage(BaseModel):
+    items: list[TrialOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ParetoFront(BaseModel):
+    pareto_front: list[TrialOut]
+
+
+class ObjectiveImportances(BaseModel):
+    metric: str
+    importances: dict[str, float]
+
+
+class ImportancesOut(BaseModel):
+    items: list[ObjectiveImportances]
+
+
+class EnqueueIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    params: dict[str, Any] = Field(description="a value for some or all search-space parameters")
+
+
+class EnqueueOut(BaseModel):
+    study: str
+    params: dict[str, Any]
+    state: Literal["WAITING"] = "WAITING"
+
+
+class WorkerOut(BaseModel):
+    id: str
+    host: str
+    pid: int
+    device: str
+    slot: int
+    status: str
+    study: str | None
+    trial_number: int | None
+    trials_run: int
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]
+    total: int
+
+
+class HyperParameterOut(BaseModel):
+    kind: Literal["float", "int", "categorical"]
+    default: Any
+    description: str
+    choices: list[Any] | None
+
+
+class TaskOut(BaseModel):
+    name: str
+    description: str
+    metrics: list[str]
+    config_schema: dict[str, Any]
+    default_search_space: dict[str, Any]
+    hyperparameters: dict[str, HyperParameterOut]
+
+
+class TaskList(BaseModel):
+    items: list[TaskOut]
+
+
+class HealthOut(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    scope: Literal["read", "write", "admin"] = "read"
+
+
+class TokenCreated(BaseModel):
+    id: int
+    name: str
+    scope: str
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    scope: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]

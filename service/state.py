@@ -1,0 +1,39 @@
+"""What one API process holds: settings, the service database, Optuna's storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optuna.storages import RDBStorage
+
+from storage.db import Database
+from storage.optuna_store import OptunaReader, open_optuna_storage
+from storage.settings import Settings
+from storage.validation import ValidationPolicy
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    optuna: RDBStorage
+    reader: OptunaReader
+    policy: ValidationPolicy
+
+    @classmethod
+    def open(cls, settings: Settings) -> AppState:
+        optuna_storage = open_optuna_storage(settings.optuna_storage)
+        policy = ValidationPolicy(
+            allowed_task_modules=settings.allowed_task_module_prefixes,
+            dataset_roots=settings.dataset_root_paths,
+        )
+        return cls(settings, Database(settings.database_url), optuna_storage,
+                   OptunaReader(optuna_storage), policy)
+
+    def close(self) -> None:
+        self.db.dispose()
+        self.optuna.engine.dispose()
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.settings.admin_token is not None

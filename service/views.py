@@ -1,0 +1,95 @@
+"""Read models the routes return: service rows joined with Optuna's trials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+from storage.models import Study, Worker
+from storage.optuna_store import trial_to_dict
+from storage.spec import StudySpec
+
+from service.state import AppState
+
+
+def budget_view(study: Study) -> dict[str, int]:
+    return {
+        "n_trials": study.n_trials,
+        "finished": study.n_finished,
+        "active": study.n_active,
+        "lost": study.n_lost,
+        "max_concurrent_trials": study.max_concurrent_trials,
+    }
+
+
+def study_links(state: AppState, study: Study) -> dict[str, str | None]:
+    settings = state.settings
+    dashboard = None
+    if settings.dashboard_url and study.optuna_study_id is not None:
+        dashboard = f"{settings.dashboard_url.rstrip('/')}/dashboard/studies/{study.optuna_study_id}"
+    mlflow = None
+    if settings.mlflow_ui_url and study.mlflow_experiment_id:
+        mlflow = f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{study.mlflow_experiment_id}"
+    return {"dashboard": dashboard, "mlflow": mlflow}
+
+
+def trial_view(state: AppState, study: Study, trial: FrozenTrial) -> dict[str, Any]:
+    view = trial_to_dict(trial)
+    run_id = view["mlflow_run_id"]
+    base = state.settings.mlflow_ui_url
+    link = None
+    if base and run_id and study.mlflow_experiment_id:
+        link = f"{base.rstrip('/')}/#/experiments/{study.mlflow_experiment_id}/runs/{run_id}"
+    view["links"] = {"mlflow": link}
+    return view
+
+
+def study_summary(study: Study) -> dict[str, Any]:
+    return {
+        "name": study.name,
+        "status": study.status,
+        "status_reason": study.status_reason,
+        "priority": study.priority,
+        "task": study.spec["task"]["name"],
+        "budget": budget_view(study),
+        "created_at": study.created_at,
+        "updated_at": study.updated_at,
+    }
+
+
+def study_view(state: AppState, study: Study) -> dict[str, Any]:
+    """The full study shape: counts by trial state, best so far, links."""
+    spec = StudySpec.model_validate(study.spec)
+    counts: dict[str, int] = {}
+    best = None
+    if study.optuna_study_id is not None:
+        counts = state.reader.count_states(study.optuna_study_id)
+        if not spec.is_multi_objective:
+            found = state.reader.best(study.optuna_study_id, 1)
+            best = trial_view(state, study, found[0]) if found else None
+    return {
+        **study_summary(study),
+        "spec": spec,
+        "counts": counts,
+        "best": best,
+        "started_at": study.started_at,
+        "finished_at": study.finished_at,
+        "links": study_links(state, study),
+    }
+
+
+def worker_view(worker: Worker) -> dict[str, Any]:
+    return {
+        "id": worker.id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "device": worker.device,
+        "slot": worker.slot,
+        "status": worker.status,
+        "study": worker.study_name,
+        "trial_number": worker.trial_number,
+        "trials_run": worker.trials_run,
+        "started_at": worker.started_at,
+        "heartbeat_at": worker.heartbeat_at,
+    }

@@ -1,0 +1,118 @@
+"""Engines and the one scoped-session context manager."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.errors import UnavailableError
+
+logger = logging.getLogger(__name__)
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the folder of a file-backed SQLite database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_db_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for the service database.
+
+    SQLite gets WAL and ``BEGIN IMMEDIATE`` so that concurrent processes
+    serialise their transactions instead of failing to upgrade read locks;
+    a transaction opened with the ``hpo_read_only`` option begins deferred.
+    """
+    if not is_sqlite(url):
+        return create_engine(url, pool_pre_ping=True, pool_recycle=1800, **kwargs)
+    ensure_sqlite_dir(url)
+    engine = create_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        **kwargs,
+    )
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event decide how transactions start.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    read_only = connection.get_execution_options().get("hpo_read_only", False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the database could not be reached or was busy (worth retrying)."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class Database:
+    """The service database: an engine and sessions scoped to one unit of work."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = create_db_engine(url, **engine_kwargs)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(hpo_read_only=True), expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session_scope(self, *, read_only: bool = False) -> Iterator[Session]:
+        """One transaction: commit on success, roll back and re-raise on error.
+
+        Raises:
+            UnavailableError: the database could not be reached.
+        """
+        session = (self._read_sessions if read_only else self._sessions)()
+        try:
+            yield session
+            session.commit()
+        except BaseException as exc:
+            _rollback_quietly(session)
+            if isinstance(exc, DBAPIError) and is_connection_error(exc):
+                logger.warning("database unavailable: %s", type(exc.orig).__name__)
+                raise UnavailableError("the database is temporarily unavailable") from exc
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _rollback_quietly(session: Session) -> None:
+    # A dead connection cannot roll back; the original error is the one to report.
+    try:
+        session.rollback()
+    except DBAPIError:
+        logger.debug("rollback failed on a broken connection", exc_info=True)

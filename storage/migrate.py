@@ -1,0 +1,84 @@
+"""``hpo db upgrade``: the service schema (Alembic) and Optuna's own schema."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+
+from storage.db import Database, ensure_sqlite_dir
+
+logger = logging.getLogger(__name__)
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+VERSION_TABLE = "hpo_alembic_version"
+# Any fixed number: it only has to be the same in every process that migrates.
+_ADVISORY_LOCK_KEY = 0x4870_6F4D
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+@contextmanager
+def _migration_lock(connection: Connection) -> Iterator[None]:
+    """Serialise concurrent migrations on Postgres (SQLite serialises by itself)."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
+    try:
+        yield
+    finally:
+        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _ADVISORY_LOCK_KEY})
+
+
+def upgrade_service_schema(database: Database, revision: str = "head") -> None:
+    """Migrate the service tables to ``revision``."""
+    config = alembic_config(database.url)
+    with database.engine.connect() as connection, _migration_lock(connection):
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+        connection.commit()
+
+
+def downgrade_service_schema(database: Database, revision: str = "base") -> None:
+    config = alembic_config(database.url)
+    with database.engine.connect() as connection, _migration_lock(connection):
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+        connection.commit()
+
+
+def service_schema_is_current(database: Database) -> bool:
+    """True when the service tables are at the newest revision."""
+    head = ScriptDirectory.from_config(alembic_config(database.url)).get_current_head()
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        current = context.get_current_revision()
+    return current == head
+
+
+def upgrade_optuna_schema(url: str) -> None:
+    """Create Optuna's tables, or upgrade them to this Optuna's version.
+
+    Done once here rather than by every fresh worker at the same moment.
+    """
+    ensure_sqlite_dir(url)
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        if storage.get_current_version() != storage.get_head_version():
+            logger.info("upgrading Optuna's schema from %s", storage.get_current_version())
+            storage.upgrade()
+    finally:
+        storage.engine.dispose()

@@ -1,0 +1,167 @@
+"""Optuna's storage: opening it, creating studies, and reading trials for the API.
+
+Worker-side facts about a trial (worker, device, retry_of, error, MLflow run)
+are kept as Optuna user attributes under ``hpo.*`` so that the Optuna
+dashboard shows them too and the API reads everything from one place.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from datetime import UTC, datetime
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import text
+
+from storage.db import ensure_sqlite_dir, is_sqlite
+from storage.spec import StudySpec
+
+ATTR_WORKER = "hpo.worker"
+ATTR_DEVICE = "hpo.device"
+ATTR_RETRY_OF = "hpo.retry_of"
+ATTR_ATTEMPT = "hpo.attempt"
+ATTR_ERROR = "hpo.error"
+ATTR_FAIL_REASON = "hpo.fail_reason"
+ATTR_MLFLOW_RUN = "hpo.mlflow_run_id"
+ATTR_SEED = "hpo.seed"
+ATTR_ENQUEUED_BY = "hpo.enqueued_by"
+TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
+
+
+def open_optuna_storage(url: str, *, create_tables: bool = False) -> RDBStorage:
+    """An Optuna RDB storage; tables are created only when ``create_tables``.
+
+    Fresh workers must not race to create Optuna's schema (``hpo db upgrade`` does).
+    """
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if is_sqlite(url):
+        ensure_sqlite_dir(url)
+        kwargs = {"connect_args": {"timeout": 60}}
+    return RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=not create_tables)
+
+
+def enable_sqlite_wal(storage: RDBStorage) -> None:
+    """WAL lets the API read while a worker writes; the mode persists in the file."""
+    if storage.engine.dialect.name == "sqlite":
+        with storage.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+def create_optuna_study(storage: RDBStorage, spec: StudySpec) -> int:
+    """Create the Optuna study of ``spec`` and return its id.
+
+    Raises:
+        optuna.exceptions.DuplicatedStudyError: the name exists in Optuna's storage.
+    """
+    study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.metric for o in spec.objective_list])
+    return study._study_id
+
+
+def delete_optuna_study(storage: RDBStorage, name: str) -> None:
+    """Delete the Optuna study if it exists."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return
+    storage.delete_study(study_id)
+
+
+class OptunaReader:
+    """Read-only views of an Optuna study for the API."""
+
+    def __init__(self, storage: RDBStorage) -> None:
+        self.storage = storage
+
+    def count_states(self, study_id: int) -> dict[str, int]:
+        """Trials per state, with every state present (one SQL statement)."""
+        counts = dict.fromkeys(TRIAL_STATES, 0)
+        query = text("SELECT state, count(*) FROM trials WHERE study_id = :sid GROUP BY state")
+        with self.storage.engine.connect() as conn:
+            for state, count in conn.execute(query, {"sid": study_id}):
+                name = state if isinstance(state, str) else TrialState(state).name
+                counts[name] = int(count)
+        return counts
+
+    def trials(self, study_id: int, state: str | None) -> list[FrozenTrial]:
+        states = (TrialState[state],) if state else None
+        return self.storage.get_all_trials(study_id, deepcopy=False, states=states)
+
+    def trial(self, study_id: int, number: int) -> FrozenTrial | None:
+        try:
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        except KeyError:
+            return None
+        return self.storage.get_trial(trial_id)
+
+    def best(self, study_id: int, n_objectives: int) -> list[FrozenTrial]:
+        """The best trial (single objective) or the Pareto front; empty when none finished."""
+        if n_objectives == 1:
+            try:
+                return [self.storage.get_best_trial(study_id)]
+            except ValueError:
+                return []
+        study = self._study(study_id)
+        return list(study.best_trials)
+
+    def importances(self, study_id: int, target_index: int | None) -> dict[str, float]:
+        """Parameter importances; raises ValueError when they cannot be computed yet."""
+        if self.count_states(study_id)["COMPLETE"] < 2:
+            raise ValueError("fewer than two completed trials")
+        study = self._study(study_id)
+        target = None if target_index is None else (lambda t: t.values[target_index])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(study, target=target)
+        return {name: float(value) for name, value in importances.items()}
+
+    def _study(self, study_id: int) -> optuna.Study:
+        name = self.storage.get_study_name_from_id(study_id)
+        return optuna.load_study(study_name=name, storage=self.storage)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+def trial_to_dict(trial: FrozenTrial) -> dict[str, Any]:
+    """The API's trial shape (see the REST contract)."""
+    attrs = trial.user_attrs
+    values = [_finite(v) for v in trial.values] if trial.values is not None else None
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    params = dict(trial.params)
+    if trial.state == TrialState.WAITING and not params:
+        # An enqueued trial keeps its fixed configuration in a system attribute.
+        params = dict(trial.system_attrs.get("fixed_params", {}))
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "params": params,
+        "value": values[0] if values and len(values) == 1 else None,
+        "values": values,
+        "intermediate_values": {
+            str(step): _finite(v) for step, v in sorted(trial.intermediate_values.items())
+        },
+        "datetime_start": _iso(trial.datetime_start),
+        "datetime_complete": _iso(trial.datetime_complete),
+        "duration_s": duration,
+        "worker": attrs.get(ATTR_WORKER),
+        "device": attrs.get(ATTR_DEVICE),
+        "retry_of": attrs.get(ATTR_RETRY_OF),
+        "error": attrs.get(ATTR_ERROR),
+        "fail_reason": attrs.get(ATTR_FAIL_REASON),
+        "mlflow_run_id": attrs.get(ATTR_MLFLOW_RUN),
+        "user_attrs": {k: v for k, v in attrs.items() if not k.startswith("hpo.")},
+    }

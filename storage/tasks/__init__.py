@@ -1,0 +1,83 @@
+"""Task declarations: what each built-in task accepts, reports and searches by default.
+
+Declarations are data (no torch here): the control plane validates specs and
+serves ``GET /tasks`` from them; ``workers.tasks`` holds the code that runs
+each task under the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from storage.errors import ErrorDetail
+from storage.spec import CategoricalParam, FloatParam, IntParam
+
+Kind = Literal["float", "int", "categorical"]
+AnyParam = FloatParam | IntParam | CategoricalParam
+
+
+@dataclass(frozen=True)
+class HyperParameter:
+    """One tunable knob of a task.
+
+    ``bounds`` (inclusive) and ``choices`` limit what a search space may ask
+    for; ``search`` is the entry of the default search space, if any.
+    """
+
+    kind: Kind
+    default: Any
+    description: str
+    search: AnyParam | None = None
+    bounds: tuple[float, float] | None = None
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TaskDeclaration:
+    """A built-in task as the control plane sees it."""
+
+    name: str
+    description: str
+    metrics: dict[str, Literal["maximize", "minimize"]]
+    config_model: type[BaseModel]
+    hyperparameters: dict[str, HyperParameter]
+    default_objective: str
+    check: Callable[[BaseModel, dict[str, AnyParam]], list[ErrorDetail]] | None = field(
+        default=None, repr=False
+    )
+
+    def default_search_space(self) -> dict[str, AnyParam]:
+        return {n: h.search for n, h in self.hyperparameters.items() if h.search is not None}
+
+    def defaults(self) -> dict[str, Any]:
+        return {n: h.default for n, h in self.hyperparameters.items()}
+
+
+_REGISTRY: dict[str, TaskDeclaration] = {}
+
+
+def register(declaration: TaskDeclaration) -> TaskDeclaration:
+    """Add a declaration; a name may be registered once."""
+    if declaration.name in _REGISTRY:
+        raise ValueError(f"task {declaration.name!r} is already registered")
+    _REGISTRY[declaration.name] = declaration
+    return declaration
+
+
+def get_declaration(name: str) -> TaskDeclaration | None:
+    _load_builtin()
+    return _REGISTRY.get(name)
+
+
+def all_declarations() -> list[TaskDeclaration]:
+    _load_builtin()
+    return sorted(_REGISTRY.values(), key=lambda d: d.name)
+
+
+def _load_builtin() -> None:
+    # Imported lazily so that each module can import this one for ``register``.
+    from storage.tasks import mlp, text  # noqa: F401

@@ -1,0 +1,222 @@
+"""``text-classification`` and ``masked-lm``: BERT-style models from ``transformers``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from storage.errors import ErrorDetail
+from storage.spec import CategoricalParam, FloatParam, IntParam
+from storage.tasks import AnyParam, HyperParameter, TaskDeclaration, register
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BuiltinTextDataset(_Strict):
+    """A generated English sentiment set: negation, intensifiers, label noise."""
+
+    source: Literal["builtin"] = "builtin"
+    name: Literal["sentiment"] = "sentiment"
+    n_train: int = Field(default=4000, ge=50, le=1_000_000)
+    n_validation: int = Field(default=800, ge=20, le=200_000)
+    label_noise: float = Field(default=0.05, ge=0.0, le=0.5)
+    seed: int = Field(default=0, ge=0)
+
+
+class FileTextDataset(_Strict):
+    """A local table; ``path`` must lie below one of ``HPO_DATASET_ROOTS``."""
+
+    source: Literal["csv", "jsonl", "parquet"]
+    path: str = Field(min_length=1)
+    validation_path: str | None = None
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+    text_column: str = "text"
+    label_column: str | None = "label"
+
+
+class PlainTextDataset(_Strict):
+    """A local text file, one example per line (masked-lm only)."""
+
+    source: Literal["text"]
+    path: str = Field(min_length=1)
+    validation_path: str | None = None
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+
+
+class HubTextDataset(_Strict):
+    """A dataset from the Hugging Face hub (needs internet on the worker)."""
+
+    source: Literal["huggingface"]
+    name: str = Field(min_length=1)
+    subset: str | None = None
+    split: str = "train"
+    validation_split: str | None = None
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+    text_column: str = "text"
+    label_column: str | None = "label"
+    revision: str | None = None
+
+
+class ScratchModel(_Strict):
+    """A BERT built from a config; sizes come from the hyperparameters."""
+
+    source: Literal["scratch"] = "scratch"
+    vocab_size: int = Field(default=8000, ge=200, le=250_000)
+
+
+class PretrainedModel(_Strict):
+    """A checkpoint: a local directory (below ``HPO_DATASET_ROOTS``) or a hub id."""
+
+    source: Literal["pretrained"]
+    name_or_path: str = Field(min_length=1)
+    revision: str | None = None
+
+
+ModelSpec = Annotated[ScratchModel | PretrainedModel, Field(discriminator="source")]
+ClassificationDataset = Annotated[
+    BuiltinTextDataset | FileTextDataset | HubTextDataset, Field(discriminator="source")
+]
+CorpusDataset = Annotated[
+    BuiltinTextDataset | FileTextDataset | PlainTextDataset | HubTextDataset,
+    Field(discriminator="source"),
+]
+
+
+class _TransformerConfig(_Strict):
+    model: ModelSpec = Field(default_factory=ScratchModel)
+    max_epochs: int = Field(default=3, ge=1, le=1000)
+    eval_every_steps: int | None = Field(
+        default=None, ge=1, description="evaluate every N optimizer steps (default: each epoch)"
+    )
+    max_seq_len: int = Field(default=128, ge=8, le=8192)
+    max_steps: int | None = Field(default=None, ge=1, description="stop after N optimizer steps")
+    compile: bool = Field(default=False, description="torch.compile the model (CUDA)")
+
+
+class TextClassificationConfig(_TransformerConfig):
+    dataset: ClassificationDataset = Field(default_factory=BuiltinTextDataset)
+
+    @model_validator(mode="after")
+    def _needs_labels(self) -> TextClassificationConfig:
+        if getattr(self.dataset, "label_column", "label") is None:
+            raise ValueError("dataset.label_column is required for text-classification")
+        return self
+
+
+class MaskedLmConfig(_TransformerConfig):
+    dataset: CorpusDataset = Field(default_factory=BuiltinTextDataset)
+    mlm_probability: float = Field(default=0.15, gt=0, lt=1)
+
+
+def _shared_hyperparameters() -> dict[str, HyperParameter]:
+    return {
+        "learning_rate": HyperParameter(
+            "float", 5e-4, "peak learning rate",
+            FloatParam(type="float", low=1e-5, high=3e-3, log=True), bounds=(1e-12, 10.0),
+        ),
+        "batch_size": HyperParameter(
+            "int", 32, "examples per optimizer step (before accumulation)",
+            CategoricalParam(type="categorical", choices=[16, 32, 64]), bounds=(1, 65536),
+        ),
+        "num_layers": HyperParameter(
+            "int", 2, "transformer layers (scratch models)",
+            IntParam(type="int", low=1, high=4), bounds=(1, 48),
+        ),
+        "hidden_size": HyperParameter(
+            "int", 128, "model width, rounded up to a multiple of the heads (scratch models)",
+            None, bounds=(8, 8192),
+        ),
+        "num_attention_heads": HyperParameter(
+            "int", 2, "attention heads (scratch models)", None, bounds=(1, 128),
+        ),
+        "intermediate_size": HyperParameter(
+            "int", 512, "feed-forward width (scratch models)", None, bounds=(8, 32768),
+        ),
+        "hidden_dropout": HyperParameter(
+            "float", 0.1, "dropout on hidden states",
+            FloatParam(type="float", low=0.0, high=0.3), bounds=(0.0, 0.9),
+        ),
+        "attention_dropout": HyperParameter(
+            "float", 0.1, "dropout on attention probabilities", None, bounds=(0.0, 0.9),
+        ),
+        "weight_decay": HyperParameter(
+            "float", 0.01, "decoupled weight decay (not on biases and norms)", None,
+            bounds=(0.0, 1.0),
+        ),
+        "l1_penalty": HyperParameter("float", 0.0, "L1 penalty on weights", None, bounds=(0.0, 1.0)),
+        "warmup_ratio": HyperParameter(
+            "float", 0.1, "share of steps spent warming up linearly", None, bounds=(0.0, 0.9),
+        ),
+        "lr_schedule": HyperParameter(
+            "categorical", "linear", "decay after warmup", None,
+            choices=("linear", "cosine", "constant"),
+        ),
+        "optimizer": HyperParameter(
+            "categorical", "adamw", "adamw or sgd (momentum)", None, choices=("adamw", "sgd"),
+        ),
+        "momentum": HyperParameter("float", 0.9, "SGD momentum", None, bounds=(0.0, 0.999)),
+        "max_grad_norm": HyperParameter(
+            "float", 1.0, "gradient clipping norm (0 disables)", None, bounds=(0.0, 1000.0),
+        ),
+        "grad_accum_steps": HyperParameter(
+            "int", 1, "micro-batches per optimizer step", None, bounds=(1, 1024),
+        ),
+    }
+
+
+_ARCHITECTURE = ("num_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+
+
+def _check_pretrained_space(config: BaseModel, space: dict[str, AnyParam]) -> list[ErrorDetail]:
+    """A pretrained checkpoint fixes the architecture: tuning it would be ignored."""
+    model = getattr(config, "model", None)
+    if not isinstance(model, PretrainedModel):
+        return []
+    return [
+        ErrorDetail(("search_space", name), "a pretrained model's architecture cannot be tuned")
+        for name in space
+        if name in _ARCHITECTURE
+    ]
+
+
+def _text_classification() -> TaskDeclaration:
+    hyperparameters = _shared_hyperparameters()
+    hyperparameters["label_smoothing"] = HyperParameter(
+        "float", 0.0, "label smoothing of the cross-entropy", None, bounds=(0.0, 0.5)
+    )
+    return TaskDeclaration(
+        name="text-classification",
+        description="Fine-tune or train from scratch a BERT sequence classifier "
+        "(BertForSequenceClassification) on the builtin sentiment set, a local "
+        "csv/jsonl/parquet file or a hub dataset.",
+        metrics={
+            "val_accuracy": "maximize",
+            "val_f1_macro": "maximize",
+            "val_loss": "minimize",
+            "params_m": "minimize",
+        },
+        config_model=TextClassificationConfig,
+        hyperparameters=hyperparameters,
+        default_objective="val_accuracy",
+        check=_check_pretrained_space,
+    )
+
+
+def _masked_lm() -> TaskDeclaration:
+    return TaskDeclaration(
+        name="masked-lm",
+        description="Pretrain a BERT masked language model (BertForMaskedLM; 15% of "
+        "tokens, 80/10/10 mask/random/keep) on the builtin corpus or local text.",
+        metrics={"val_loss": "minimize", "val_perplexity": "minimize", "params_m": "minimize"},
+        config_model=MaskedLmConfig,
+        hyperparameters=_shared_hyperparameters(),
+        default_objective="val_perplexity",
+        check=_check_pretrained_space,
+    )
+
+
+TEXT_CLASSIFICATION = register(_text_classification())
+MASKED_LM = register(_masked_lm())
