@@ -1,0 +1,1 @@
+"""Workers: one process per device slot that claims, runs and reports trials."""

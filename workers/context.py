@@ -1,0 +1,102 @@
+"""The trial context: everything a task sees of the system.
+
+A task is ``run(ctx: TrialContext) -> Mapping[str, float]``. It reads
+``ctx.params`` (the task's defaults overlaid with the sampled values) and
+``ctx.config`` (the validated task config), trains, calls ``ctx.report(step,
+metrics)`` after each evaluation and then ``ctx.should_prune()``, and returns
+its final metrics (which must include the study's objective metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+logger = logging.getLogger(__name__)
+ReportHook = Callable[[int, Mapping[str, float]], None]
+
+
+@dataclass
+class TrialContext:
+    """What one running trial offers its task.
+
+    Attributes:
+        trial: the Optuna trial (for define-by-run ``suggest_*`` in custom tasks).
+        params: hyperparameters for this trial (defaults + sampled values).
+        config: the task config from the spec, validated and with defaults.
+        objective_metrics: the metrics the study optimizes, in order.
+        seed: the seed of this trial (recorded so it can be re-run).
+        device: a ``torch.device`` string, ``cpu`` or ``cuda``.
+        work_dir: this trial's folder; it survives a retry of the trial, so a
+            checkpoint written here lets the retry resume.
+        cache_dir: shared across trials (tokenizers by dataset fingerprint...).
+        dataset_roots: folders that dataset paths may point into.
+    """
+
+    trial: optuna.Trial
+    params: dict[str, Any]
+    config: dict[str, Any]
+    objective_metrics: list[str]
+    seed: int
+    device: str
+    work_dir: Path
+    cache_dir: Path
+    dataset_roots: list[Path]
+    report_hooks: list[ReportHook] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    model_dir: Path | None = None
+    _last_step: int = -1
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return logging.LoggerAdapter(logger, {"trial": self.trial.number})
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False,
+                      step: float | None = None) -> float:
+        return self.trial.suggest_float(name, low, high, log=log, step=step)
+
+    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False,
+                    step: int = 1) -> int:
+        return self.trial.suggest_int(name, low, high, log=log, step=step)
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self.trial.suggest_categorical(name, list(choices))
+
+    def report(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Record an evaluation at ``step`` (which must grow) and tell the pruner.
+
+        Every metric goes to the learning curve (MLflow); the first objective
+        metric, when present, is reported to Optuna for pruning.
+        """
+        if step <= self._last_step:
+            raise ValueError(f"report steps must grow: {step} after {self._last_step}")
+        self._last_step = step
+        clean = {k: float(v) for k, v in metrics.items()}
+        objective = self.objective_metrics[0] if self.objective_metrics else None
+        if objective in clean and len(self.objective_metrics) == 1:
+            self.trial.report(clean[objective], step)
+        for hook in self.report_hooks:
+            hook(step, clean)
+
+    def should_prune(self) -> bool:
+        """True when the pruner says stop (raise ``optuna.TrialPruned`` then)."""
+        if len(self.objective_metrics) != 1:
+            return False
+        return self.trial.should_prune()
+
+    def set_info(self, **facts: Any) -> None:
+        """Record facts that make the trial reproducible (dataset fingerprint...)."""
+        self.info.update(facts)
+
+    def set_model_dir(self, path: Path) -> None:
+        """Where the task saved its final model (``transformers`` format)."""
+        self.model_dir = path

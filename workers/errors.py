@@ -1,0 +1,48 @@
+"""Exceptions that tasks raise and the runner maps to trial outcomes.
+
+Following Optuna: ``optuna.TrialPruned`` -> PRUNED; any other exception -> FAIL,
+with a ``fail_reason`` taken from the exception (``exception`` by default).
+"""
+
+from __future__ import annotations
+
+
+class TaskError(Exception):
+    """A failure that the task explains to the user; the trial is not retried."""
+
+    reason = "task_error"
+
+
+class DatasetError(TaskError):
+    """The dataset of a spec cannot be used (missing, empty, wrong columns...)."""
+
+    reason = "dataset"
+
+
+class ModelLoadError(TaskError):
+    """A model could not be loaded (unknown path, no internet for a hub id...)."""
+
+    reason = "model"
+
+
+class OutOfMemory(TaskError):
+    """The device ran out of memory; retrying the same configuration would too."""
+
+    reason = "oom"
+
+
+class TrialInterrupted(BaseException):
+    """The trial must stop now: the worker shuts down, or the study was cancelled.
+
+    A ``BaseException`` so that a task's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TrialTimedOut(TaskError):
+    """The trial ran past ``budget.trial_timeout_s``."""
+
+    reason = "timeout"
