@@ -19,7 +19,9 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
     """Only objects that belong to our metadata (tables named ``hpo_*``)."""
     if type_ == "table":
         return name is not None and name in target_metadata.tables

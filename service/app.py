@@ -10,13 +10,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 
-from storage.settings import Settings
-
 from service import metrics
 from service.errors import install_error_handlers
 from service.middleware import BodySizeLimit
 from service.routes import health, studies, tasks, tokens, trials, workers
 from service.state import AppState
+from storage.settings import Settings
 
 logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -49,7 +48,11 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(metrics.RequestMetrics, registry=registry)
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
-                           allow_methods=["*"], allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hmac
 
+from service.state import AppState
 from storage.errors import ForbiddenError, UnauthorizedError
 from storage.tokens import Principal, Scope, authenticate
-
-from service.state import AppState
 
 ANONYMOUS_ADMIN = Principal("anonymous", Scope.ADMIN)
 BOOTSTRAP_ADMIN = Principal("admin", Scope.ADMIN)

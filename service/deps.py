@@ -7,10 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from storage.tokens import Principal, Scope
-
 from service.auth import check_scope, resolve_principal
 from service.state import AppState
+from storage.tokens import Principal, Scope
 
 
 def get_state(request: Request) -> AppState:

@@ -29,17 +29,29 @@ STATUS_BY_CODE: dict[str, int] = {
     "internal": 500,
 }
 _CODE_BY_STATUS = {
-    400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 422: "invalid_request",
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "invalid_request",
 }
 
 
-def error_body(code: str, message: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, errors: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {"code": code, "message": message, "errors": errors or []}
 
 
-def error_response(code: str, message: str, errors: list[dict[str, Any]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    code: str,
+    message: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(error_body(code, message, errors), STATUS_BY_CODE[code], headers=headers)
 
 
@@ -67,7 +79,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         if loc and loc[0] == "body":
             loc = loc[1:]
         loc = [p for p in loc if not (isinstance(p, str) and p in {"float", "int", "categorical"})]
-        errors.append({"loc": loc, "msg": str(err.get("msg", "invalid")).removeprefix("Value error, ")})
+        errors.append(
+            {"loc": loc, "msg": str(err.get("msg", "invalid")).removeprefix("Value error, ")}
+        )
     is_spec = in_body and request.url.path.endswith("/studies") and request.method == "POST"
     code = "invalid_spec" if is_spec else "invalid_request"
     message = "invalid study spec" if is_spec else "invalid request"
@@ -84,8 +98,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
     if is_connection_error(exc):
-        return error_response("unavailable", "the database is temporarily unavailable",
-                              headers={"Retry-After": "5"})
+        return error_response(
+            "unavailable", "the database is temporarily unavailable", headers={"Retry-After": "5"}
+        )
     logger.exception("database error on %s %s", request.method, request.url.path)
     return error_response("internal", "internal error")
 

@@ -8,19 +8,24 @@ from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.routing import Match
 
-from storage.models import Study, StudyStatus
-from storage.workers import live_workers
-
 from service.deps import ReadDep, StateDep
 from service.responses import errors_for
 from service.state import AppState
+from storage.models import Study, StudyStatus
+from storage.workers import live_workers
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -40,8 +45,12 @@ class ServiceCollector(Collector):
         try:
             with self.state.db.session_scope(read_only=True) as session:
                 rows = session.execute(
-                    select(Study.status, func.count(), func.sum(Study.n_active),
-                           func.sum(Study.n_finished)).group_by(Study.status)
+                    select(
+                        Study.status,
+                        func.count(),
+                        func.sum(Study.n_active),
+                        func.sum(Study.n_finished),
+                    ).group_by(Study.status)
                 ).all()
                 n_workers = len(live_workers(session, self.state.settings.heartbeat_grace_s))
         except Exception:  # a scrape must not fail because the database is down
@@ -62,10 +71,15 @@ class RequestMetrics(BaseHTTPMiddleware):
 
     def __init__(self, app: Any, registry: CollectorRegistry) -> None:
         super().__init__(app)
-        self.requests = Counter("hpo_http_requests", "HTTP requests",
-                                ["method", "route", "status"], registry=registry)
-        self.latency = Histogram("hpo_http_request_seconds", "HTTP request latency",
-                                 ["method", "route"], registry=registry)
+        self.requests = Counter(
+            "hpo_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "hpo_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=registry,
+        )
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         start = time.perf_counter()

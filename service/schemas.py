@@ -19,8 +19,10 @@ class ErrorItem(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    code: str = Field(description="stable: invalid_spec, invalid_request, not_found, conflict, "
-                                  "unauthorized, forbidden, unavailable, payload_too_large")
+    code: str = Field(
+        description="stable: invalid_spec, invalid_request, not_found, conflict, "
+        "unauthorized, forbidden, unavailable, payload_too_large"
+    )
     message: str
     errors: list[ErrorItem] = Field(default_factory=list)
 
@@ -39,8 +41,9 @@ class TrialOut(BaseModel):
     device: str | None
     retry_of: int | None
     error: str | None
-    fail_reason: str | None = Field(description="exception, timeout, oom, lost, interrupted, "
-                                                "cancelled")
+    fail_reason: str | None = Field(
+        description="exception, timeout, oom, lost, interrupted, cancelled"
+    )
     mlflow_run_id: str | None
     user_attrs: dict[str, Any] = Field(default_factory=dict)
     links: dict[str, str | None] = Field(default_factory=dict)

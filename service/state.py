@@ -27,8 +27,13 @@ class AppState:
             allowed_task_modules=settings.allowed_task_module_prefixes,
             dataset_roots=settings.dataset_root_paths,
         )
-        return cls(settings, Database(settings.database_url), optuna_storage,
-                   OptunaReader(optuna_storage), policy)
+        return cls(
+            settings,
+            Database(settings.database_url),
+            optuna_storage,
+            OptunaReader(optuna_storage),
+            policy,
+        )
 
     def close(self) -> None:
         self.db.dispose()

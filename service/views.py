@@ -6,11 +6,10 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from service.state import AppState
 from storage.models import Study, Worker
 from storage.optuna_store import trial_to_dict
 from storage.spec import StudySpec
-
-from service.state import AppState
 
 
 def budget_view(study: Study) -> dict[str, int]:
@@ -27,7 +26,9 @@ def study_links(state: AppState, study: Study) -> dict[str, str | None]:
     settings = state.settings
     dashboard = None
     if settings.dashboard_url and study.optuna_study_id is not None:
-        dashboard = f"{settings.dashboard_url.rstrip('/')}/dashboard/studies/{study.optuna_study_id}"
+        dashboard = (
+            f"{settings.dashboard_url.rstrip('/')}/dashboard/studies/{study.optuna_study_id}"
+        )
     mlflow = None
     if settings.mlflow_ui_url and study.mlflow_experiment_id:
         mlflow = f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{study.mlflow_experiment_id}"

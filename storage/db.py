@@ -41,7 +41,8 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_recycle=1800, **kwargs)
     ensure_sqlite_dir(url)
     engine = create_engine(
-        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         **kwargs,
     )
     event.listen(engine, "connect", _sqlite_on_connect)

@@ -11,7 +11,7 @@ import inspect
 import typing
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.pruners import BasePruner
@@ -22,7 +22,7 @@ from storage.errors import ErrorDetail
 from storage.search_space import grid_values
 from storage.spec import PrunerSpec, SamplerSpec, StudySpec
 
-SAMPLERS: dict[str, type[BaseSampler]] = {
+SAMPLERS: dict[str, Callable[..., BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
     "random": optuna.samplers.RandomSampler,
     "gp": optuna.samplers.GPSampler,
@@ -31,7 +31,7 @@ SAMPLERS: dict[str, type[BaseSampler]] = {
     "qmc": optuna.samplers.QMCSampler,
     "grid": optuna.samplers.GridSampler,
 }
-PRUNERS: dict[str, type[BasePruner]] = {
+PRUNERS: dict[str, Callable[..., BasePruner]] = {
     "median": optuna.pruners.MedianPruner,
     "percentile": optuna.pruners.PercentilePruner,
     "sha": optuna.pruners.SuccessiveHalvingPruner,
@@ -61,7 +61,10 @@ def option_names(factory: Callable[..., object]) -> set[str]:
 
 def _takes_objects(annotation: object) -> bool:
     text = str(annotation)
-    return any(word in text for word in ("Callable", "Sampler", "Pruner", "Mutation", "Crossover", "FrozenTrial"))
+    return any(
+        word in text
+        for word in ("Callable", "Sampler", "Pruner", "Mutation", "Crossover", "FrozenTrial")
+    )
 
 
 def _annotation(factory: Callable[..., object], name: str) -> object | None:
@@ -71,13 +74,16 @@ def _annotation(factory: Callable[..., object], name: str) -> object | None:
         return text if text is not inspect.Parameter.empty else None
     namespace = {"Literal": typing.Literal, "Any": Any}
     try:
-        return eval(text, namespace)  # noqa: S307 - Optuna's own annotation strings
+        annotation: object = eval(text, namespace)
     except Exception:
         return None
+    return annotation
 
 
 def _check_options(
-    options: dict[str, Any], factory: Callable[..., object], loc: tuple[str | int, ...],
+    options: dict[str, Any],
+    factory: Callable[..., object],
+    loc: tuple[str | int, ...],
     extra: frozenset[str] = frozenset(),
 ) -> list[ErrorDetail]:
     """Unknown keys and values of the wrong type, checked against ``factory``'s signature."""
@@ -96,7 +102,7 @@ def _check_options(
                 errors.append(ErrorDetail((*loc, key), "must be a JSON value"))
             continue
         try:
-            TypeAdapter(annotation).validate_python(value, strict=True)
+            TypeAdapter(cast(Any, annotation)).validate_python(value, strict=True)
         except ValidationError:
             name = getattr(annotation, "__name__", str(annotation))
             errors.append(ErrorDetail((*loc, key), f"must be of type {name}"))
@@ -155,8 +161,11 @@ def _check_grid(spec: StudySpec) -> list[ErrorDetail]:
     if not space:
         return [ErrorDetail(("sampler", "name"), "the grid sampler needs a search space")]
     errors = [
-        ErrorDetail(("search_space", name), "the grid sampler cannot search a continuous "
-                    "parameter; give a step or use categorical choices")
+        ErrorDetail(
+            ("search_space", name),
+            "the grid sampler cannot search a continuous "
+            "parameter; give a step or use categorical choices",
+        )
         for name, param in space.items()
         if grid_values(param) is None
     ]
@@ -164,7 +173,9 @@ def _check_grid(spec: StudySpec) -> list[ErrorDetail]:
     for param in space.values():
         size *= len(grid_values(param) or [0])
     if not errors and size > 1_000_000:
-        errors.append(ErrorDetail(("search_space",), f"the grid has {size} points (at most 1000000)"))
+        errors.append(
+            ErrorDetail(("search_space",), f"the grid has {size} points (at most 1000000)")
+        )
     return errors
 
 
@@ -190,7 +201,9 @@ def _build_checked_pruner(spec: PrunerSpec) -> BasePruner:
     if spec.name == "hyperband":
         # Hyperband builds its brackets lazily; check their arguments now.
         keys = ("min_resource", "reduction_factor", "bootstrap_count")
-        optuna.pruners.SuccessiveHalvingPruner(**{k: spec.options[k] for k in keys if k in spec.options})
+        optuna.pruners.SuccessiveHalvingPruner(
+            **{k: spec.options[k] for k in keys if k in spec.options}
+        )
     return pruner
 
 

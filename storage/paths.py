@@ -36,9 +36,7 @@ def resolve_confined(path: str, roots: list[Path], *, must_exist: bool) -> Path:
     return resolved
 
 
-def check_confined(
-    path: str, roots: list[Path], loc: tuple[str | int, ...]
-) -> list[ErrorDetail]:
+def check_confined(path: str, roots: list[Path], loc: tuple[str | int, ...]) -> list[ErrorDetail]:
     try:
         resolve_confined(path, roots, must_exist=False)
     except PathNotAllowedError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -36,5 +38,6 @@ def grid_values(param: AnyParam) -> list[object] | None:
         return list(range(param.low, param.high + 1, param.step))
     if param.step is None:
         return None
-    count = int(round((param.high - param.low) / param.step)) + 1
-    return [param.low + i * param.step for i in range(count) if param.low + i * param.step <= param.high + 1e-12]
+    # The tolerance keeps the upper bound when (high - low) / step is an integer.
+    count = math.floor((param.high - param.low) / param.step + 1e-9) + 1
+    return [param.low + i * param.step for i in range(count)]

@@ -154,7 +154,7 @@ class StudySpec(StrictModel):
         return [self.objective] if self.objective is not None else []
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
         return [o.direction for o in self.objective_list]
 
     @property

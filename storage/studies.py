@@ -136,7 +136,9 @@ def transition_study(session: Session, name: str, action: str, actor: str | None
     return study
 
 
-def delete_study(session: Session, optuna_storage: RDBStorage, name: str, actor: str | None) -> None:
+def delete_study(
+    session: Session, optuna_storage: RDBStorage, name: str, actor: str | None
+) -> None:
     """Delete a study, its leases and its Optuna study (MLflow runs are kept).
 
     Raises:
@@ -156,7 +158,10 @@ def delete_study(session: Session, optuna_storage: RDBStorage, name: str, actor:
 
 
 def enqueue_trial(
-    session: Session, optuna_storage: RDBStorage, name: str, params: dict[str, Any],
+    session: Session,
+    optuna_storage: RDBStorage,
+    name: str,
+    params: dict[str, Any],
     actor: str | None,
 ) -> dict[str, Any]:
     """Enqueue a fixed configuration; workers run enqueued trials first.

@@ -53,8 +53,12 @@ def create_token(
 ) -> tuple[ApiToken, str]:
     """Store a new token's hash; return the row and the token (the only time it is seen)."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(name=name, scope=scope.name.lower(), token_hash=hash_token(token),
-                   prefix=token[: len(TOKEN_PREFIX) + 6])
+    row = ApiToken(
+        name=name,
+        scope=scope.name.lower(),
+        token_hash=hash_token(token),
+        prefix=token[: len(TOKEN_PREFIX) + 6],
+    )
     session.add(row)
     record_event(session, "token_created", None, actor, token_name=name, scope=scope.name.lower())
     return row, token

@@ -80,13 +80,23 @@ def _check_task_name(
         module = target[0]
         allowed = policy.allowed_task_modules
         if not any(module == p or module.startswith(p + ".") for p in allowed):
-            return None, [ErrorDetail(loc, f"module {module!r} is not in HPO_ALLOWED_TASK_MODULES "
-                                           f"({', '.join(allowed) or 'none allowed'})")]
+            return None, [
+                ErrorDetail(
+                    loc,
+                    f"module {module!r} is not in HPO_ALLOWED_TASK_MODULES "
+                    f"({', '.join(allowed) or 'none allowed'})",
+                )
+            ]
         return None, []
     declaration = get_declaration(spec.task.name)
     if declaration is None:
-        return None, [ErrorDetail(loc, f"unknown task {spec.task.name!r}; see GET /api/v1/tasks "
-                                       "or use python:module:function")]
+        return None, [
+            ErrorDetail(
+                loc,
+                f"unknown task {spec.task.name!r}; see GET /api/v1/tasks "
+                "or use python:module:function",
+            )
+        ]
     return declaration, []
 
 
@@ -116,9 +126,12 @@ def _check_against_task(
         hyper = declaration.hyperparameters.get(name)
         if hyper is None:
             known = ", ".join(sorted(declaration.hyperparameters))
-            errors.append(ErrorDetail(("search_space", name),
-                                      f"{declaration.name} has no hyperparameter {name!r}; "
-                                      f"known: {known}"))
+            errors.append(
+                ErrorDetail(
+                    ("search_space", name),
+                    f"{declaration.name} has no hyperparameter {name!r}; known: {known}",
+                )
+            )
         else:
             errors += _check_param(name, param, hyper)
     config = declaration.config_model.model_validate(spec.task.config)
@@ -133,10 +146,17 @@ def _check_objectives(spec: StudySpec, declaration: TaskDeclaration) -> list[Err
     single = spec.objectives is None
     seen: set[str] = set()
     for index, objective in enumerate(spec.objective_list):
-        loc: tuple[str | int, ...] = ("objective", "metric") if single else ("objectives", index, "metric")
+        loc: tuple[str | int, ...] = (
+            ("objective", "metric") if single else ("objectives", index, "metric")
+        )
         if objective.metric not in declaration.metrics:
-            errors.append(ErrorDetail(loc, f"{declaration.name} does not report {objective.metric!r}; "
-                                           f"it reports {', '.join(declaration.metrics)}"))
+            errors.append(
+                ErrorDetail(
+                    loc,
+                    f"{declaration.name} does not report {objective.metric!r}; "
+                    f"it reports {', '.join(declaration.metrics)}",
+                )
+            )
         if objective.metric in seen:
             errors.append(ErrorDetail(loc, f"{objective.metric!r} is listed twice"))
         seen.add(objective.metric)
@@ -149,19 +169,25 @@ def _check_param(name: str, param: AnyParam, hyper: HyperParameter) -> list[Erro
         found = (_check_value((*loc, "choices", i), v, hyper) for i, v in enumerate(param.choices))
         return [detail for detail in found if detail is not None]
     if hyper.kind == "categorical":
-        return [ErrorDetail(loc + ("type",), f"{name} takes one of {list(hyper.choices or ())}; "
-                                              "use type: categorical")]
+        return [
+            ErrorDetail(
+                (*loc, "type"),
+                f"{name} takes one of {list(hyper.choices or ())}; use type: categorical",
+            )
+        ]
     if hyper.kind == "int" and isinstance(param, FloatParam):
-        return [ErrorDetail(loc + ("type",), f"{name} is an integer; use type: int")]
+        return [ErrorDetail((*loc, "type"), f"{name} is an integer; use type: int")]
     errors = []
     for bound in ("low", "high"):
-        detail = _check_value(loc + (bound,), getattr(param, bound), hyper)
+        detail = _check_value((*loc, bound), getattr(param, bound), hyper)
         if detail is not None:
             errors.append(detail)
     return errors
 
 
-def _check_value(loc: tuple[str | int, ...], value: object, hyper: HyperParameter) -> ErrorDetail | None:
+def _check_value(
+    loc: tuple[str | int, ...], value: object, hyper: HyperParameter
+) -> ErrorDetail | None:
     if hyper.kind == "categorical":
         if hyper.choices is not None and value not in hyper.choices:
             return ErrorDetail(loc, f"{value!r} is not one of {list(hyper.choices)}")
@@ -182,11 +208,13 @@ def _check_paths(config: BaseModel, policy: ValidationPolicy) -> list[ErrorDetai
     for key in ("path", "validation_path"):
         value = getattr(dataset, key, None)
         if isinstance(value, str):
-            errors += check_confined(value, policy.dataset_roots, ("task", "config", "dataset", key))
+            errors += check_confined(
+                value, policy.dataset_roots, ("task", "config", "dataset", key)
+            )
     model = getattr(config, "model", None)
     name_or_path = getattr(model, "name_or_path", None)
     if isinstance(name_or_path, str) and looks_like_path(name_or_path):
-        errors += check_confined(name_or_path, policy.dataset_roots,
-                                 ("task", "config", "model", "name_or_path"))
+        errors += check_confined(
+            name_or_path, policy.dataset_roots, ("task", "config", "model", "name_or_path")
+        )
     return errors
-

@@ -16,21 +16,36 @@ def register_worker(session: Session, worker: Worker) -> None:
 
 
 def heartbeat_worker(
-    session: Session, worker_id: str, *, status: str, lease_id: int | None,
-    study_name: str | None, trial_number: int | None,
+    session: Session,
+    worker_id: str,
+    *,
+    status: str,
+    lease_id: int | None,
+    study_name: str | None,
+    trial_number: int | None,
 ) -> None:
     session.execute(
-        update(Worker).where(Worker.id == worker_id).values(
-            heartbeat_at=utcnow(), status=status, lease_id=lease_id,
-            study_name=study_name, trial_number=trial_number,
+        update(Worker)
+        .where(Worker.id == worker_id)
+        .values(
+            heartbeat_at=utcnow(),
+            status=status,
+            lease_id=lease_id,
+            study_name=study_name,
+            trial_number=trial_number,
         )
     )
 
 
 def stop_worker(session: Session, worker_id: str) -> None:
     session.execute(
-        update(Worker).where(Worker.id == worker_id).values(
-            status="stopped", stopped_at=utcnow(), lease_id=None, study_name=None,
+        update(Worker)
+        .where(Worker.id == worker_id)
+        .values(
+            status="stopped",
+            stopped_at=utcnow(),
+            lease_id=None,
+            study_name=None,
             trial_number=None,
         )
     )

@@ -60,12 +60,14 @@ class TrialContext:
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
         return logging.LoggerAdapter(logger, {"trial": self.trial.number})
 
-    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False,
-                      step: float | None = None) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None
+    ) -> float:
         return self.trial.suggest_float(name, low, high, log=log, step=step)
 
-    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False,
-                    step: int = 1) -> int:
+    def suggest_int(
+        self, name: str, low: int, high: int, *, log: bool = False, step: int = 1
+    ) -> int:
         return self.trial.suggest_int(name, low, high, log=log, step=step)
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:

@@ -38,5 +38,8 @@ def readyz(state: StateDep) -> Any:
     if all(v == "ok" for v in checks.values()):
         return {"status": "ready", "checks": checks}
     down = ", ".join(n for n, v in checks.items() if v != "ok")
-    return JSONResponse(error_body("unavailable", f"not ready: {down} unavailable"), 503,
-                        headers={"Retry-After": "5"})
+    return JSONResponse(
+        error_body("unavailable", f"not ready: {down} unavailable"),
+        503,
+        headers={"Retry-After": "5"},
+    )

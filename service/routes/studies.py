@@ -6,21 +6,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
+from service.deps import ReadDep, StateDep, WriteDep
+from service.responses import errors_for
+from service.schemas import StudyOut, StudyPage, StudyStatusName
+from service.views import study_summary, study_view
 from storage import studies
 from storage.models import StudyStatus
 from storage.spec import StudySpec
 from storage.validation import resolve_spec
 
-from service.deps import ReadDep, StateDep, WriteDep
-from service.responses import errors_for
-from service.schemas import StudyOut, StudyPage, StudyStatusName
-from service.views import study_summary, study_view
-
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut,
-             responses=errors_for(401, 403, 409, 413, 422, 503))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyOut,
+    responses=errors_for(401, 403, 409, 413, 422, 503),
+)
 def create_study(spec: StudySpec, state: StateDep, principal: WriteDep) -> dict[str, Any]:
     """Validate a study spec, store it and create its Optuna study."""
     resolved = resolve_spec(spec, state.policy)
@@ -42,8 +45,12 @@ def list_studies(
         items, total = studies.list_studies(
             session, StudyStatus(status) if status else None, limit, offset
         )
-        return {"items": [study_summary(s) for s in items], "total": total,
-                "limit": limit, "offset": offset}
+        return {
+            "items": [study_summary(s) for s in items],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
 
 
 @router.get("/{name}", response_model=StudyOut, responses=errors_for(401, 403, 404, 503))
@@ -60,29 +67,33 @@ def _transition(name: str, action: str, state: StateDep, actor: str) -> dict[str
     return study_view(state, study)
 
 
-@router.post("/{name}/pause", response_model=StudyOut,
-             responses=errors_for(401, 403, 404, 409, 503))
+@router.post(
+    "/{name}/pause", response_model=StudyOut, responses=errors_for(401, 403, 404, 409, 503)
+)
 def pause_study(name: str, state: StateDep, principal: WriteDep) -> dict[str, Any]:
     """Stop claiming new trials; running trials finish."""
     return _transition(name, "pause", state, principal.name)
 
 
-@router.post("/{name}/resume", response_model=StudyOut,
-             responses=errors_for(401, 403, 404, 409, 503))
+@router.post(
+    "/{name}/resume", response_model=StudyOut, responses=errors_for(401, 403, 404, 409, 503)
+)
 def resume_study(name: str, state: StateDep, principal: WriteDep) -> dict[str, Any]:
     """Claim trials again."""
     return _transition(name, "resume", state, principal.name)
 
 
-@router.post("/{name}/cancel", response_model=StudyOut,
-             responses=errors_for(401, 403, 404, 409, 503))
+@router.post(
+    "/{name}/cancel", response_model=StudyOut, responses=errors_for(401, 403, 404, 409, 503)
+)
 def cancel_study(name: str, state: StateDep, principal: WriteDep) -> dict[str, Any]:
     """Stop the study; running trials stop at their next report."""
     return _transition(name, "cancel", state, principal.name)
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT,
-               responses=errors_for(401, 403, 404, 409, 503))
+@router.delete(
+    "/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=errors_for(401, 403, 404, 409, 503)
+)
 def delete_study(name: str, state: StateDep, principal: WriteDep) -> Response:
     """Delete the study and its Optuna trials (409 while trials run)."""
     with state.db.session_scope() as session:

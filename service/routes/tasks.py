@@ -6,11 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from storage.tasks import TaskDeclaration, all_declarations
-
 from service.deps import ReadDep
 from service.responses import errors_for
 from service.schemas import TaskList
+from storage.tasks import TaskDeclaration, all_declarations
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -26,8 +25,12 @@ def task_view(declaration: TaskDeclaration) -> dict[str, Any]:
             for name, param in declaration.default_search_space().items()
         },
         "hyperparameters": {
-            name: {"kind": h.kind, "default": h.default, "description": h.description,
-                   "choices": list(h.choices) if h.choices else None}
+            name: {
+                "kind": h.kind,
+                "default": h.default,
+                "description": h.description,
+                "choices": list(h.choices) if h.choices else None,
+            }
             for name, h in declaration.hyperparameters.items()
         },
     }

@@ -6,22 +6,26 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response, status
 
-from storage import tokens
-
 from service.deps import AdminDep, StateDep
 from service.responses import errors_for
 from service.schemas import TokenCreated, TokenIn, TokenList
+from storage import tokens
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TokenCreated,
-             responses=errors_for(401, 403, 422, 503))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TokenCreated,
+    responses=errors_for(401, 403, 422, 503),
+)
 def create_token(body: TokenIn, state: StateDep, principal: AdminDep) -> dict[str, Any]:
     """A new token; the response is the only place it appears."""
     with state.db.session_scope() as session:
-        row, token = tokens.create_token(session, body.name, tokens.Scope.parse(body.scope),
-                                         principal.name)
+        row, token = tokens.create_token(
+            session, body.name, tokens.Scope.parse(body.scope), principal.name
+        )
         session.flush()
         return {"id": row.id, "name": row.name, "scope": row.scope, "token": token}
 
@@ -31,16 +35,27 @@ def list_tokens(state: StateDep, _: AdminDep) -> dict[str, Any]:
     """Tokens without their secrets."""
     with state.db.session_scope(read_only=True) as session:
         rows = tokens.list_tokens(session)
-        return {"items": [
-            {"id": r.id, "name": r.name, "scope": r.scope, "prefix": r.prefix,
-             "created_at": r.created_at, "last_used_at": r.last_used_at,
-             "revoked_at": r.revoked_at}
-            for r in rows
-        ]}
+        return {
+            "items": [
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "scope": r.scope,
+                    "prefix": r.prefix,
+                    "created_at": r.created_at,
+                    "last_used_at": r.last_used_at,
+                    "revoked_at": r.revoked_at,
+                }
+                for r in rows
+            ]
+        }
 
 
-@router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses=errors_for(401, 403, 404, 422, 503))
+@router.delete(
+    "/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors_for(401, 403, 404, 422, 503),
+)
 def revoke_token(
     token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], state: StateDep, principal: AdminDep
 ) -> Response:

@@ -6,11 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
 
-from storage import studies
-from storage.errors import ConflictError, NotFoundError
-from storage.models import Study
-from storage.spec import StudySpec
-
 from service.deps import ReadDep, StateDep, WriteDep
 from service.responses import errors_for
 from service.schemas import (
@@ -24,6 +19,10 @@ from service.schemas import (
 )
 from service.state import AppState
 from service.views import trial_view
+from storage import studies
+from storage.errors import ConflictError, NotFoundError
+from storage.models import Study
+from storage.spec import StudySpec
 
 router = APIRouter(prefix="/studies/{name}", tags=["trials"])
 
@@ -50,12 +49,17 @@ def list_trials(
     assert study.optuna_study_id is not None
     trials = state.reader.trials(study.optuna_study_id, trial_state)
     page = trials[offset : offset + limit]
-    return {"items": [trial_view(state, study, t) for t in page], "total": len(trials),
-            "limit": limit, "offset": offset}
+    return {
+        "items": [trial_view(state, study, t) for t in page],
+        "total": len(trials),
+        "limit": limit,
+        "offset": offset,
+    }
 
 
-@router.get("/trials/{number}", response_model=TrialOut,
-            responses=errors_for(401, 403, 404, 422, 503))
+@router.get(
+    "/trials/{number}", response_model=TrialOut, responses=errors_for(401, 403, 404, 422, 503)
+)
 def get_trial(
     name: str, number: Annotated[int, Path(ge=0, le=2**31 - 1)], state: StateDep, _: ReadDep
 ) -> dict[str, Any]:
@@ -68,17 +72,24 @@ def get_trial(
     return trial_view(state, study, trial)
 
 
-@router.post("/trials", status_code=status.HTTP_202_ACCEPTED, response_model=EnqueueOut,
-             responses=errors_for(401, 403, 404, 409, 413, 422, 503))
-def enqueue_trial(name: str, body: EnqueueIn, state: StateDep, principal: WriteDep) -> dict[str, Any]:
+@router.post(
+    "/trials",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EnqueueOut,
+    responses=errors_for(401, 403, 404, 409, 413, 422, 503),
+)
+def enqueue_trial(
+    name: str, body: EnqueueIn, state: StateDep, principal: WriteDep
+) -> dict[str, Any]:
     """Enqueue a fixed configuration (warm start); it runs before sampled ones."""
     with state.db.session_scope() as session:
         params = studies.enqueue_trial(session, state.optuna, name, body.params, principal.name)
     return {"study": name, "params": params}
 
 
-@router.get("/best", response_model=TrialOut | ParetoFront,
-            responses=errors_for(401, 403, 404, 503))
+@router.get(
+    "/best", response_model=TrialOut | ParetoFront, responses=errors_for(401, 403, 404, 503)
+)
 def best(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
     """The best trial, or the Pareto front of a multi-objective study."""
     study = _load(state, name)
@@ -92,8 +103,9 @@ def best(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
     return {"pareto_front": [trial_view(state, study, t) for t in found]}
 
 
-@router.get("/importance", response_model=ImportancesOut,
-            responses=errors_for(401, 403, 404, 409, 503))
+@router.get(
+    "/importance", response_model=ImportancesOut, responses=errors_for(401, 403, 404, 409, 503)
+)
 def importance(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
     """Hyperparameter importances for each objective."""
     study = _load(state, name)

@@ -6,12 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from storage.workers import live_workers
-
 from service.deps import ReadDep, StateDep
 from service.responses import errors_for
 from service.schemas import WorkerList
 from service.views import worker_view
+from storage.workers import live_workers
 
 router = APIRouter(prefix="/workers", tags=["workers"])
 

@@ -1,0 +1,141 @@
+"""``hpo``: the service, the workers, the database and a REST client in one command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from service.cli import studies as study_commands
+from service.cli.client import ApiClient, ClientError
+from storage.errors import HpoError
+from storage.settings import Settings, is_loopback
+
+app = typer.Typer(
+    help="Hyperparameter optimization service: studies over REST, GPU workers, Optuna and MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+err_console = Console(stderr=True)
+console = Console()
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def load_settings() -> Settings:
+    """The settings from ``HPO_*``; a bad value is a user error, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"HPO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ClientError(f"invalid configuration: {problems}") from None
+
+
+def _client() -> ApiClient:
+    settings = load_settings()
+    return ApiClient(settings.api_url, settings.api_token)
+
+
+study_commands.register(app, _client)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    migrate: Annotated[bool, typer.Option(help="upgrade the schemas before serving")] = True,
+) -> None:
+    """Serve the REST API (OpenAPI at /docs)."""
+    import uvicorn
+
+    from service.app import create_app
+
+    configure_logging()
+    settings = load_settings()
+    if settings.admin_token is None and not is_loopback(host):
+        raise ClientError(
+            f"refusing to serve on {host} without authentication: set "
+            "HPO_ADMIN_TOKEN, or bind a loopback address"
+        )
+    settings.ensure_data_dir()
+    if migrate:
+        _upgrade(settings)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
+
+
+def _upgrade(settings: Settings) -> None:
+    from storage.db import Database
+    from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
+
+    database = Database(settings.database_url)
+    try:
+        upgrade_service_schema(database)
+    finally:
+        database.dispose()
+    upgrade_optuna_schema(settings.optuna_storage)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the service schema and Optuna's schema."""
+    configure_logging(logging.WARNING)
+    settings = load_settings()
+    settings.ensure_data_dir()
+    _upgrade(settings)
+    console.print("service schema and Optuna schema are up to date")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="who or what the token is for")],
+    scope: Annotated[str, typer.Option(help="read, write or admin")] = "read",
+) -> None:
+    """Print a new API token once (only its hash is stored)."""
+    from storage.db import Database
+    from storage.tokens import Scope, create_token
+
+    if scope not in ("read", "write", "admin"):
+        raise ClientError(f"unknown scope {scope!r}: use read, write or admin")
+    if not name.strip() or len(name) > 100:
+        raise ClientError("--name must be 1 to 100 characters")
+    database = Database(load_settings().database_url)
+    try:
+        with database.session_scope() as session:
+            _, token = create_token(session, name, Scope.parse(scope), "cli")
+    finally:
+        database.dispose()
+    err_console.print(f"token for {name!r} ({scope}); it will not be shown again:")
+    console.print(token)
+
+
+def main() -> None:
+    """Entry point of the ``hpo`` console script."""
+    try:
+        app()
+    except ClientError as exc:
+        err_console.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
+        for detail in exc.details:
+            err_console.print(f"  - {escape(detail)}", highlight=False)
+        sys.exit(1)
+    except HpoError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""REST-client commands: submit, ls, show, watch, best, pause, resume, cancel, delete."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console, Group
+from rich.live import Live
+
+from service.cli import render
+from service.cli.client import ApiClient, ClientError
+
+TERMINAL = {"completed", "cancelled", "failed"}
+console = Console()
+
+
+def load_spec_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON spec.
+
+    Raises:
+        ClientError: unreadable file or not a mapping.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        where = getattr(exc, "problem_mark", None) or getattr(exc, "lineno", None)
+        raise ClientError(
+            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
+            f"{f' (at {where})' if where else ''}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ClientError(f"{path} must hold a mapping (a study spec), not {type(data).__name__}")
+    return data
+
+
+def watch_study(client: ApiClient, name: str, interval: float = 2.0) -> dict[str, Any]:
+    """Show a study live until it reaches a final status; return its last view."""
+    study: dict[str, Any] = client.get(f"/studies/{name}")
+    with Live(_watch_view(client, study), console=console, refresh_per_second=4) as live:
+        while study["status"] not in TERMINAL:
+            time.sleep(interval)
+            study = client.get(f"/studies/{name}")
+            live.update(_watch_view(client, study))
+    return study
+
+
+def _watch_view(client: ApiClient, study: dict[str, Any]) -> Group:
+    recent = client.get(f"/studies/{study['name']}/trials", limit=1000)["items"][-8:]
+    return Group(render.study_panel(study), render.trials_table(recent, "latest trials"))
+
+
+def register(app: typer.Typer, client_factory: Any) -> None:
+    """Add the client commands to ``app``; ``client_factory()`` opens an ApiClient."""
+
+    @app.command()
+    def submit(
+        spec: Annotated[Path, typer.Argument(help="a study spec, YAML or JSON")],
+        wait: Annotated[bool, typer.Option(help="watch the study until it ends")] = False,
+    ) -> None:
+        """Submit a study spec."""
+        client = client_factory()
+        study = client.post("/studies", load_spec_file(spec))
+        console.print(f"created study [bold]{study['name']}[/] ({study['status']})")
+        if wait:
+            study = watch_study(client, study["name"])
+            raise typer.Exit(0 if study["status"] == "completed" else 1)
+
+    @app.command("ls")
+    def list_studies(
+        status: Annotated[str | None, typer.Option(help="only studies with this status")] = None,
+        limit: int = 50,
+    ) -> None:
+        """List studies."""
+        console.print(
+            render.studies_table(client_factory().get("/studies", status=status, limit=limit))
+        )
+
+    @app.command()
+    def show(
+        name: str, trials: Annotated[int, typer.Option(help="latest trials to list")] = 10
+    ) -> None:
+        """Show a study: status, budget, counts, best trial, links."""
+        client = client_factory()
+        console.print(render.study_panel(client.get(f"/studies/{name}")))
+        if trials > 0:
+            page = client.get(f"/studies/{name}/trials", limit=1000)
+            console.print(render.trials_table(page["items"][-trials:], "latest trials"))
+
+    @app.command()
+    def watch(name: str) -> None:
+        """Follow a study live until it ends."""
+        watch_study(client_factory(), name)
+
+    @app.command()
+    def best(name: str) -> None:
+        """Show the best trial (or the Pareto front)."""
+        result = client_factory().get(f"/studies/{name}/best")
+        if "pareto_front" in result:
+            console.print(render.trials_table(result["pareto_front"], "Pareto front"))
+        else:
+            console.print(render.trial_detail(result))
+
+    def _transition(name: str, action: str) -> None:
+        study = client_factory().post(f"/studies/{name}/{action}")
+        console.print(f"{name}: {study['status']}")
+
+    @app.command()
+    def pause(name: str) -> None:
+        """Pause a study (running trials finish)."""
+        _transition(name, "pause")
+
+    @app.command()
+    def resume(name: str) -> None:
+        """Resume a paused study."""
+        _transition(name, "resume")
+
+    @app.command()
+    def cancel(name: str) -> None:
+        """Cancel a study (running trials stop at their next report)."""
+        _transition(name, "cancel")
+
+    @app.command()
+    def delete(name: str) -> None:
+        """Delete a study and its trials."""
+        client_factory().delete(f"/studies/{name}")
+        console.print(f"deleted {name}")

@@ -1,0 +1,131 @@
+"""Shared fixtures: throwaway Postgres databases, settings, an API client.
+
+Postgres tests run against the server at ``HPO_TEST_POSTGRES_URL`` (default:
+the local server on 127.0.0.1:5432). Without a server they are skipped, except
+under ``CI=true`` where a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from storage.db import Database
+from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
+from storage.settings import Settings, normalize_database_url
+
+DEFAULT_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+class PostgresServer:
+    """Creates databases from migrated templates and drops them afterwards."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_database_url(url)
+        self.admin = create_engine(self.url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+        self.prefix = f"hpo_test_{uuid.uuid4().hex[:8]}"
+        self.created: list[str] = []
+        self.templates: dict[str, str] = {}
+
+    def url_for(self, database: str) -> str:
+        return make_url(self.url).set(database=database).render_as_string(hide_password=False)
+
+    def create(self, template: str | None = None) -> str:
+        name = f"{self.prefix}_{len(self.created)}"
+        suffix = f" TEMPLATE {template}" if template else ""
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"{suffix}'))
+        self.created.append(name)
+        return self.url_for(name)
+
+    def template(self, kind: str) -> str:
+        """A database migrated once (``service`` or ``optuna``) to copy from."""
+        if kind not in self.templates:
+            url = self.create()
+            if kind == "service":
+                database = Database(url)
+                upgrade_service_schema(database)
+                database.dispose()
+            else:
+                upgrade_optuna_schema(url)
+            self.templates[kind] = make_url(url).database or ""
+        return self.templates[kind]
+
+    def drop_all(self) -> None:
+        with self.admin.connect() as conn:
+            for name in reversed(self.created):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    url = os.environ.get("HPO_TEST_POSTGRES_URL", DEFAULT_SERVER)
+    server = PostgresServer(url)
+    try:
+        with server.admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL is required under CI but unreachable at {url}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {url}")
+    yield server
+    server.drop_all()
+
+
+@pytest.fixture
+def pg_urls(pg_server: PostgresServer) -> tuple[str, str]:
+    """(service database URL, Optuna storage URL), both migrated and empty."""
+    return (
+        pg_server.create(pg_server.template("service")),
+        pg_server.create(pg_server.template("optuna")),
+    )
+
+
+def sqlite_urls(data_dir: Path) -> tuple[str, str]:
+    service = f"sqlite:///{data_dir / 'hpo.db'}"
+    optuna_url = f"sqlite:///{data_dir / 'optuna.db'}"
+    database = Database(service)
+    upgrade_service_schema(database)
+    database.dispose()
+    upgrade_optuna_schema(optuna_url)
+    return service, optuna_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_urls(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    if backend == "postgres":
+        urls: tuple[str, str] = request.getfixturevalue("pg_urls")
+        return urls
+    return sqlite_urls(tmp_path / "data")
+
+
+def make_settings(data_dir: Path, urls: tuple[str, str], **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "database_url": urls[0],
+        "optuna_storage": urls[1],
+        "mlflow_tracking_uri": f"sqlite:///{data_dir / 'mlflow.db'}",
+        "dataset_roots": str(data_dir),
+        "heartbeat_interval_s": 0.5,
+        "heartbeat_grace_s": 4.0,
+        "poll_interval_s": 0.5,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_urls: tuple[str, str]) -> Settings:
+    return make_settings(tmp_path / "data", db_urls)

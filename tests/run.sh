@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates the virtual environment, installs the project with its test tools,
+# then runs the linters, the type checker and the test suite.
+# Usage: tests/run.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${HPO_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+"$PY" -m pip install --quiet --upgrade pip
+# Install torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    "$PY" -m pip install --quiet "torch==2.13.0"
+fi
+"$PY" -m pip install --quiet -e ".[dev]"
+
+# docker-compose validates the compose files without an engine (tests/deploy).
+if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = "0" ] \
+    && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -qq docker-compose >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq docker-compose >/dev/null 2>&1; } \
+        || echo "warning: could not install docker-compose" >&2
+fi
+
+"$VENV/bin/ruff" check .
+"$VENV/bin/mypy"
+exec "$VENV/bin/pytest" "$@"
