@@ -1,0 +1,28 @@
+"""Text data for the BERT tasks: the builtin sentiment set, local files, hub
+datasets, and the tokenizers that turn them into token ids.
+
+Everything that can be wrong with a dataset is reported as a
+:class:`~workers.errors.DatasetError` here, before any training starts.
+"""
+
+from __future__ import annotations
+
+from workers.data.loading import DatasetSpec, TextData, load_text_data
+from workers.data.tokenization import (
+    encode_texts,
+    pretrained_tokenizer,
+    scratch_tokenizer,
+    train_wordpiece,
+    wrap_tokenizer,
+)
+
+__all__ = [
+    "DatasetSpec",
+    "TextData",
+    "encode_texts",
+    "load_text_data",
+    "pretrained_tokenizer",
+    "scratch_tokenizer",
+    "train_wordpiece",
+    "wrap_tokenizer",
+]
