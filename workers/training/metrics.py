@@ -1,0 +1,36 @@
+"""Validation metrics computed from accumulated predictions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# exp(50) is ~5e21: far beyond any useful perplexity, far below float overflow.
+MAX_LOG_PERPLEXITY = 50.0
+
+
+def accuracy_and_macro_f1(predictions: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    """Accuracy and the unweighted mean F1 over the classes that occur.
+
+    A class "occurs" when it is a target or a prediction (as in
+    scikit-learn); a class with no true and no predicted example would add a
+    meaningless 0 or 1.
+    """
+    if targets.numel() == 0:
+        return math.nan, math.nan
+    accuracy = float((predictions == targets).float().mean())
+    scores = []
+    for label in torch.unique(torch.cat([predictions, targets])).tolist():
+        predicted, actual = predictions == label, targets == label
+        true_positive = int((predicted & actual).sum())
+        wrong = int((predicted ^ actual).sum())
+        scores.append(2 * true_positive / (2 * true_positive + wrong))
+    return accuracy, sum(scores) / len(scores)
+
+
+def perplexity(mean_loss: float) -> float:
+    """``exp(mean_loss)``, capped so that an untrained model gives a finite number."""
+    if math.isnan(mean_loss):
+        return math.nan
+    return math.exp(min(mean_loss, MAX_LOG_PERPLEXITY))

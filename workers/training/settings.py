@@ -1,0 +1,106 @@
+"""The knobs of the training loop, read once from a trial's params and config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from workers.context import TrialContext
+from workers.errors import TaskError
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train; validated on creation.
+
+    ``batch_size`` is per micro-batch; an optimizer step sees
+    ``batch_size * grad_accum_steps`` examples. ``eval_every_steps`` counts
+    optimizer steps; None evaluates once per epoch.
+
+    Raises:
+        TaskError: a value out of range or an unknown optimizer / schedule.
+    """
+
+    learning_rate: float
+    batch_size: int
+    max_epochs: int
+    seed: int
+    device: str = "cpu"
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    l1_penalty: float = 0.0
+    warmup_ratio: float = 0.0
+    lr_schedule: str = "linear"
+    max_grad_norm: float = 1.0
+    grad_accum_steps: int = 1
+    max_steps: int | None = None
+    eval_every_steps: int | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate must be > 0, not {self.learning_rate}")
+        if self.batch_size < 1 or self.grad_accum_steps < 1 or self.max_epochs < 1:
+            problems.append("batch_size, grad_accum_steps and max_epochs must be >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.lr_schedule not in SCHEDULES:
+            problems.append(f"lr_schedule must be one of {SCHEDULES}, not {self.lr_schedule!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            problems.append(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
+        if min(self.weight_decay, self.l1_penalty, self.max_grad_norm, self.momentum) < 0:
+            problems.append("weight_decay, l1_penalty, max_grad_norm and momentum must be >= 0")
+        for name in ("max_steps", "eval_every_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name} must be >= 1, not {value}")
+        if problems:
+            raise TaskError("invalid training settings: " + "; ".join(problems))
+
+    @classmethod
+    def from_context(cls, ctx: TrialContext) -> TrainSettings:
+        """Settings from the trial's hyperparameters and task config."""
+        params, config = ctx.params, ctx.config
+        return cls(
+            learning_rate=float(params["learning_rate"]),
+            batch_size=int(params["batch_size"]),
+            max_epochs=int(config.get("max_epochs", 1)),
+            seed=ctx.seed,
+            device=ctx.device,
+            optimizer=str(params.get("optimizer", "adamw")),
+            momentum=float(params.get("momentum", 0.9)),
+            weight_decay=float(params.get("weight_decay", 0.0)),
+            l1_penalty=float(params.get("l1_penalty", 0.0)),
+            warmup_ratio=float(params.get("warmup_ratio", 0.0)),
+            lr_schedule=str(params.get("lr_schedule", "linear")),
+            max_grad_norm=float(params.get("max_grad_norm", 1.0)),
+            grad_accum_steps=int(params.get("grad_accum_steps", 1)),
+            max_steps=_optional_int(config.get("max_steps")),
+            eval_every_steps=_optional_int(config.get("eval_every_steps")),
+            compile=bool(config.get("compile", False)),
+        )
+
+
+def run_fingerprint(settings: TrainSettings, ctx: TrialContext) -> str:
+    """Identifies a run: a checkpoint is resumed only by a run with the same one.
+
+    The device is left out on purpose: a retry may land on another machine.
+    """
+    facts: dict[str, Any] = {
+        "settings": {k: v for k, v in asdict(settings).items() if k != "device"},
+        "params": ctx.params,
+        "config": ctx.config,
+    }
+    encoded = json.dumps(facts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
