@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 
 from service import metrics
+from service.background import ReaperThread
 from service.errors import install_error_handlers
 from service.middleware import BodySizeLimit
 from service.routes import health, studies, tasks, tokens, trials, workers
@@ -27,7 +28,10 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reaper = ReaperThread(state)
+        reaper.start()
         yield
+        reaper.stop()
         state.close()
 
     app = FastAPI(

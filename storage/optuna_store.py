@@ -23,6 +23,7 @@ from storage.spec import StudySpec
 ATTR_WORKER = "hpo.worker"
 ATTR_DEVICE = "hpo.device"
 ATTR_RETRY_OF = "hpo.retry_of"
+ATTR_RETRY_ROOT = "hpo.retry_root"
 ATTR_ATTEMPT = "hpo.attempt"
 ATTR_ERROR = "hpo.error"
 ATTR_FAIL_REASON = "hpo.fail_reason"

@@ -8,6 +8,7 @@ under ``CI=true`` where a missing server is a failure.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,65 @@ def make_settings(data_dir: Path, urls: tuple[str, str], **overrides: object) ->
 @pytest.fixture
 def settings(tmp_path: Path, db_urls: tuple[str, str]) -> Settings:
     return make_settings(tmp_path / "data", db_urls)
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of ``hpo`` processes that share ``settings``."""
+    from tests.procs import hpo_env
+
+    values = {
+        "HPO_DATA_DIR": str(settings.data_dir),
+        "HPO_DATABASE_URL": settings.database_url,
+        "HPO_OPTUNA_STORAGE": settings.optuna_storage,
+        "HPO_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "HPO_DATASET_ROOTS": settings.dataset_roots,
+        "HPO_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
+        "HPO_HEARTBEAT_GRACE_S": str(settings.heartbeat_grace_s),
+        "HPO_POLL_INTERVAL_S": str(settings.poll_interval_s),
+        "HPO_SHUTDOWN_GRACE_S": str(settings.shutdown_grace_s),
+        "HPO_ALLOWED_TASK_MODULES": "tests",
+    }
+    values.update(extra)
+    return hpo_env(values)
+
+
+class Fleet:
+    """Worker processes (``hpo worker``), each in its own process group."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        from tests.procs import HPO, REPO
+
+        log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            [*HPO, "worker", "--devices", "cpu", *args],
+            env=process_env(self.settings, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+    def stop_all(self) -> None:
+        from tests.procs import stop_group
+
+        for proc in self.procs:
+            stop_group(proc)
+
+
+@pytest.fixture
+def fleet(settings: Settings, tmp_path: Path) -> Iterator[Fleet]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    workers = Fleet(settings, logs)
+    yield workers
+    workers.stop_all()

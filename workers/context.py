@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class TrialContext:
     report_hooks: list[ReportHook] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     model_dir: Path | None = None
+    critical: Callable[[], AbstractContextManager[None]] = nullcontext
     _last_step: int = -1
 
     @property
@@ -63,15 +65,18 @@ class TrialContext:
     def suggest_float(
         self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None
     ) -> float:
-        return self.trial.suggest_float(name, low, high, log=log, step=step)
+        with self.critical():
+            return self.trial.suggest_float(name, low, high, log=log, step=step)
 
     def suggest_int(
         self, name: str, low: int, high: int, *, log: bool = False, step: int = 1
     ) -> int:
-        return self.trial.suggest_int(name, low, high, log=log, step=step)
+        with self.critical():
+            return self.trial.suggest_int(name, low, high, log=log, step=step)
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self.trial.suggest_categorical(name, list(choices))
+        with self.critical():
+            return self.trial.suggest_categorical(name, list(choices))
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record an evaluation at ``step`` (which must grow) and tell the pruner.
@@ -84,16 +89,19 @@ class TrialContext:
         self._last_step = step
         clean = {k: float(v) for k, v in metrics.items()}
         objective = self.objective_metrics[0] if self.objective_metrics else None
-        if objective in clean and len(self.objective_metrics) == 1:
-            self.trial.report(clean[objective], step)
-        for hook in self.report_hooks:
-            hook(step, clean)
+        # A database write: interruptions wait until it is done.
+        with self.critical():
+            if objective in clean and len(self.objective_metrics) == 1:
+                self.trial.report(clean[objective], step)
+            for hook in self.report_hooks:
+                hook(step, clean)
 
     def should_prune(self) -> bool:
         """True when the pruner says stop (raise ``optuna.TrialPruned`` then)."""
         if len(self.objective_metrics) != 1:
             return False
-        return self.trial.should_prune()
+        with self.critical():
+            return self.trial.should_prune()
 
     def set_info(self, **facts: Any) -> None:
         """Record facts that make the trial reproducible (dataset fingerprint...)."""

@@ -90,6 +90,29 @@ def _upgrade(settings: Settings) -> None:
     upgrade_optuna_schema(settings.optuna_storage)
 
 
+@app.command()
+def worker(
+    devices: Annotated[str, typer.Option(help="auto, cpu, or GPU indices such as 0,1")] = "auto",
+    per_device: Annotated[int, typer.Option(min=1, max=64, help="slots per device")] = 1,
+    study: Annotated[list[str] | None, typer.Option(help="only these studies (repeatable)")] = None,
+    max_trials: Annotated[
+        int | None, typer.Option(min=1, help="each slot exits after this many trials")
+    ] = None,
+    exit_when_idle: Annotated[bool, typer.Option(help="exit when no study has work left")] = False,
+) -> None:
+    """Pull and run trials: one process per device slot."""
+    from workers.supervisor import DeviceError, Supervisor, resolve_devices
+
+    configure_logging()
+    settings = load_settings()
+    try:
+        resolved = resolve_devices(devices)
+    except DeviceError as exc:
+        raise ClientError(str(exc)) from None
+    supervisor = Supervisor(settings, resolved, per_device, study or [], max_trials, exit_when_idle)
+    raise typer.Exit(supervisor.run())
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the service schema and Optuna's schema."""

@@ -1,0 +1,133 @@
+"""The loop of one worker slot: claim, run, repeat; stop cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from types import FrameType
+
+from storage.budget import Claim, claim_slot, pending_work
+from storage.errors import UnavailableError
+from storage.models import Worker, utcnow
+from storage.settings import Settings
+from storage.workers import register_worker, stop_worker
+from workers.retry import is_transient
+from workers.slot_env import SlotEnv, SlotOptions
+from workers.trial import run_claim
+from workers.wakeup import Wakeup
+
+logger = logging.getLogger(__name__)
+
+
+class SlotRunner:
+    def __init__(self, settings: Settings, options: SlotOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.env = SlotEnv(settings, options)
+        self.wakeup = Wakeup(settings.database_url)
+        self.stopping = threading.Event()
+        self._grace_timer: threading.Timer | None = None
+        self.trials_run = 0
+
+    def install_signals(self) -> None:
+        self.env.interrupter.install()
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping.is_set():
+            return
+        logger.info(
+            "stop requested (signal %d): no new trials; the running one has %.0fs",
+            signum,
+            self.settings.shutdown_grace_s,
+        )
+        self.stopping.set()
+        self.env.heartbeat.stopping = True
+        self.wakeup.interrupt()
+        # After the grace period the running trial is handed back (FAIL + retry).
+        self._grace_timer = threading.Timer(
+            self.settings.shutdown_grace_s, self.env.interrupter.request, ("interrupted",)
+        )
+        self._grace_timer.daemon = True
+        self._grace_timer.start()
+
+    def run(self) -> int:
+        """Claim and run trials until stopped, out of work, or out of ``--max-trials``."""
+        self._register()
+        self.env.heartbeat.start()
+        try:
+            while not self.stopping.is_set() and not self._reached_max():
+                claim = self._claim()
+                if claim is not None:
+                    run_claim(self.env, claim)
+                    self.trials_run += 1
+                elif self.options.exit_when_idle and not self._pending():
+                    logger.info("no work left; exiting")
+                    break
+                else:
+                    self.wakeup.wait(self.settings.poll_interval_s)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _reached_max(self) -> bool:
+        return self.options.max_trials is not None and self.trials_run >= self.options.max_trials
+
+    def _claim(self) -> Claim | None:
+        try:
+            with self.env.db.session_scope() as session:
+                return claim_slot(
+                    session,
+                    self.env.worker_id,
+                    self.options.device_label,
+                    self.options.studies or None,
+                )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            logger.warning("cannot claim: database unavailable; waiting")
+            self.stopping.wait(self.settings.poll_interval_s)
+            return None
+
+    def _pending(self) -> bool:
+        try:
+            with self.env.db.session_scope(read_only=True) as session:
+                return pending_work(session, self.options.studies or None)
+        except UnavailableError:
+            return True
+
+    def _register(self) -> None:
+        worker = Worker(
+            id=self.env.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            device=self.options.device_label,
+            slot=self.options.slot,
+            status="idle",
+            trials_run=0,
+            started_at=utcnow(),
+            heartbeat_at=utcnow(),
+        )
+
+        def register() -> None:
+            with self.env.db.session_scope() as session:
+                register_worker(session, worker)
+
+        self.env.retrying(register)
+        logger.info("worker %s ready on %s", self.env.worker_id, self.options.device_label)
+
+    def _shutdown(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        self.env.heartbeat.stop()
+        try:
+            with self.env.db.session_scope() as session:
+                stop_worker(session, self.env.worker_id)
+        except Exception:
+            logger.warning("could not mark worker %s stopped", self.env.worker_id)
+        self.wakeup.close()
+        self.env.close()

@@ -1,0 +1,46 @@
+"""``python -m workers.slot``: one worker slot process (started by the supervisor)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from storage.settings import Settings
+from workers.runner import SlotRunner
+from workers.slot_env import SlotOptions
+
+
+def parse_args(argv: list[str]) -> SlotOptions:
+    parser = argparse.ArgumentParser(prog="python -m workers.slot")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device-label", default=None)
+    parser.add_argument("--slot", type=int, default=0)
+    parser.add_argument("--study", action="append", default=[])
+    parser.add_argument("--max-trials", type=int, default=None)
+    parser.add_argument("--exit-when-idle", action="store_true")
+    args = parser.parse_args(argv)
+    return SlotOptions(
+        device=args.device,
+        device_label=args.device_label or args.device,
+        slot=args.slot,
+        studies=args.study,
+        max_trials=args.max_trials,
+        exit_when_idle=args.exit_when_idle,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s [{options.device_label}/{options.slot}] "
+        "%(name)s %(message)s",
+    )
+    runner = SlotRunner(Settings(), options)
+    runner.install_signals()
+    return runner.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""What one worker slot holds: databases, identity, device, heartbeat, Optuna studies."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+import optuna
+from optuna.storages import RDBStorage
+
+from storage.db import Database
+from storage.optimizers import build_pruner
+from storage.optuna_store import open_optuna_storage
+from storage.settings import Settings
+from storage.spec import StudySpec
+from workers.heartbeat import Heartbeat
+from workers.interrupt import Interrupter
+from workers.retry import call_with_retries
+
+if TYPE_CHECKING:
+    from storage.budget import Claim
+    from workers.context import TrialContext
+    from workers.outcome import TrialResult
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+# How long a worker keeps retrying to record a finished trial while a database is down.
+SETTLE_RETRY_S = 3600.0
+
+
+@dataclass(frozen=True)
+class SlotOptions:
+    device: str  # the torch device the task uses: "cpu" or "cuda"
+    device_label: str  # what users see: "cpu" or "cuda:<physical index>"
+    slot: int
+    studies: list[str] = field(default_factory=list)
+    max_trials: int | None = None
+    exit_when_idle: bool = False
+
+
+def new_worker_id(device_label: str, slot: int) -> str:
+    return f"{socket.gethostname()}:{device_label}:{slot}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class SlotEnv:
+    """Shared state of one slot process (one trial at a time)."""
+
+    def __init__(self, settings: Settings, options: SlotOptions) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.settings = settings
+        self.options = options
+        self.db = Database(settings.database_url)
+        self.optuna_storage: RDBStorage = open_optuna_storage(settings.optuna_storage)
+        self.worker_id = new_worker_id(options.device_label, options.slot)
+        self.interrupter = Interrupter()
+        self.heartbeat = Heartbeat(
+            self.db, self.worker_id, settings.heartbeat_interval_s, self.interrupter
+        )
+        self._studies: dict[str, optuna.Study] = {}
+        self.context_hooks: list[Callable[[TrialContext, StudySpec], None]] = []
+        self.trial_hooks: list[
+            Callable[[Claim, StudySpec, optuna.Trial, TrialContext, TrialResult], None]
+        ] = []
+
+    @property
+    def device(self) -> str:
+        return self.options.device
+
+    @property
+    def device_label(self) -> str:
+        return self.options.device_label
+
+    def study(self, name: str, spec: StudySpec) -> optuna.Study:
+        """The Optuna study, loaded once, with the pruner rebuilt from the spec."""
+        if name not in self._studies:
+            self._studies[name] = optuna.load_study(
+                study_name=name,
+                storage=self.optuna_storage,
+                pruner=build_pruner(spec.effective_pruner),
+            )
+        return self._studies[name]
+
+    def retrying(self, call: Callable[[], T]) -> T:
+        """Run database work, retrying with backoff while a database is down."""
+        return call_with_retries(call, SETTLE_RETRY_S, "worker")
+
+    def prepare_context(self, ctx: TrialContext, spec: StudySpec) -> None:
+        for hook in self.context_hooks:
+            hook(ctx, spec)
+
+    def after_trial(
+        self,
+        claim: Claim,
+        spec: StudySpec,
+        trial: optuna.Trial,
+        ctx: TrialContext,
+        result: TrialResult,
+    ) -> None:
+        for hook in self.trial_hooks:
+            try:
+                hook(claim, spec, trial, ctx, result)
+            except Exception:
+                logger.exception("after-trial step failed for trial %d", trial.number)
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+        self.db.dispose()
+        self.optuna_storage.engine.dispose()

@@ -1,0 +1,187 @@
+"""``hpo worker``: one child process per device slot, restarted when it dies.
+
+The supervisor also reaps leases of dead workers (anywhere) so that their
+trials are failed and retried within the heartbeat grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from storage.db import Database
+from storage.optuna_store import open_optuna_storage
+from storage.reaper import Reaper
+from storage.settings import Settings
+
+logger = logging.getLogger(__name__)
+MAX_RESTART_DELAY_S = 30.0
+
+
+class DeviceError(ValueError):
+    """``--devices`` names something this machine does not have."""
+
+
+@dataclass(frozen=True)
+class Device:
+    torch_device: str  # what the task uses inside its process
+    label: str  # what users see
+    visible: str  # CUDA_VISIBLE_DEVICES for the child ("" hides every GPU)
+
+
+@dataclass
+class Child:
+    device: Device
+    slot: int
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    done: bool = False
+
+
+def cuda_device_count() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def resolve_devices(devices: str, cuda_count: int | None = None) -> list[Device]:
+    """``auto`` (every visible GPU, else the CPU), ``cpu``, or GPU indices ``0,1``.
+
+    Raises:
+        DeviceError: an index that is not a visible GPU.
+    """
+    value = devices.strip().lower()
+    if value == "cpu":
+        return [Device("cpu", "cpu", "")]
+    count = cuda_device_count() if cuda_count is None else cuda_count
+    if value == "auto":
+        if count == 0:
+            return [Device("cpu", "cpu", "")]
+        return [Device("cuda", f"cuda:{i}", str(i)) for i in range(count)]
+    try:
+        indices = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise DeviceError(f"--devices {devices!r}: use auto, cpu or GPU indices like 0,1") from None
+    missing = [i for i in indices if not 0 <= i < count]
+    if missing or not indices:
+        raise DeviceError(f"--devices {devices!r}: this machine has {count} visible GPU(s)")
+    return [Device("cuda", f"cuda:{i}", str(i)) for i in indices]
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    devices: list[Device]
+    per_device: int = 1
+    studies: list[str] = field(default_factory=list)
+    max_trials: int | None = None
+    exit_when_idle: bool = False
+    stopping: bool = False
+    children: list[Child] = field(default_factory=list)
+
+    def run(self) -> int:
+        """Run until every slot is done or a stop signal arrives; returns 0."""
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        self.children = [Child(d, s) for d in self.devices for s in range(self.per_device)]
+        reaper = self._reaper()
+        next_reap = 0.0
+        while not self.stopping and not all(c.done for c in self.children):
+            for child in self.children:
+                self._tend(child)
+            if time.monotonic() >= next_reap:
+                reaper.run_once()
+                next_reap = time.monotonic() + self.settings.heartbeat_interval_s
+            time.sleep(0.2)
+        self._stop_children()
+        reaper.db.dispose()
+        return 0
+
+    def _reaper(self) -> Reaper:
+        return Reaper(
+            Database(self.settings.database_url),
+            open_optuna_storage(self.settings.optuna_storage),
+            self.settings.heartbeat_grace_s,
+            self.settings.fail_fast_trials,
+        )
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        logger.info("stopping %d worker slot(s)", len(self.children))
+        self.stopping = True
+
+    def _tend(self, child: Child) -> None:
+        if child.done:
+            return
+        if child.proc is not None:
+            code = child.proc.poll()
+            if code is None:
+                return
+            child.proc = None
+            if code == 0:
+                child.done = True
+                return
+            child.restarts += 1
+            delay = min(MAX_RESTART_DELAY_S, 2.0 ** min(child.restarts, 5) / 2)
+            child.next_start = time.monotonic() + delay
+            logger.warning(
+                "slot %s/%d exited with %d; restarting in %.0fs",
+                child.device.label,
+                child.slot,
+                code,
+                delay,
+            )
+        if time.monotonic() >= child.next_start:
+            child.proc = self._spawn(child)
+
+    def _spawn(self, child: Child) -> subprocess.Popen[bytes]:
+        args = [
+            sys.executable,
+            "-m",
+            "workers.slot",
+            "--device",
+            child.device.torch_device,
+            "--device-label",
+            child.device.label,
+            "--slot",
+            str(child.slot),
+        ]
+        for name in self.studies:
+            args += ["--study", name]
+        if self.max_trials is not None:
+            args += ["--max-trials", str(self.max_trials)]
+        if self.exit_when_idle:
+            args.append("--exit-when-idle")
+        return subprocess.Popen(args, env=self._child_env(child))
+
+    def _child_env(self, child: Child) -> dict[str, str]:
+        env = dict(os.environ)
+        env["CUDA_VISIBLE_DEVICES"] = child.device.visible
+        if child.device.torch_device == "cpu":
+            # CPU slots share the cores instead of each starting one thread per core.
+            cpu_slots = sum(1 for c in self.children if c.device.torch_device == "cpu")
+            threads = str(max(1, (os.cpu_count() or 1) // max(1, cpu_slots)))
+            env.setdefault("OMP_NUM_THREADS", threads)
+            env.setdefault("MKL_NUM_THREADS", threads)
+        return env
+
+    def _stop_children(self) -> None:
+        running = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_grace_s + 30
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("slot process %d did not stop; killing it", proc.pid)
+                proc.kill()
+                proc.wait()

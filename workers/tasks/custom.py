@@ -1,0 +1,46 @@
+"""Custom objectives: ``python:package.module:function`` from allowed modules only.
+
+A study spec must not be a way to run arbitrary code on the workers: the
+module must start with one of the prefixes in ``HPO_ALLOWED_TASK_MODULES``
+of the *worker* (checked again here, whatever the API allowed).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+
+from workers.context import TrialContext
+from workers.errors import TaskError
+
+TaskFunction = Callable[[TrialContext], Mapping[str, float]]
+
+
+class TaskImportError(TaskError):
+    reason = "task_import"
+
+
+def is_allowed(module: str, prefixes: list[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def load_custom(module: str, function: str, allowed_prefixes: list[str]) -> TaskFunction:
+    """Import ``module.function``.
+
+    Raises:
+        TaskImportError: the module is not allowed, cannot be imported, or lacks the function.
+    """
+    if not is_allowed(module, allowed_prefixes):
+        raise TaskImportError(
+            f"module {module!r} is not allowed on this worker (HPO_ALLOWED_TASK_MODULES="
+            f"{','.join(allowed_prefixes) or 'unset'})"
+        )
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:
+        raise TaskImportError(f"cannot import {module!r} on this worker: {exc}") from None
+    found = getattr(loaded, function, None)
+    if not callable(found):
+        raise TaskImportError(f"{module!r} has no function {function!r}")
+    task: TaskFunction = found
+    return task
