@@ -7,6 +7,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from service.state import AppState
+from storage.budget import trial_placements
 from storage.models import Study, Worker
 from storage.optuna_store import trial_to_dict
 from storage.spec import StudySpec
@@ -35,8 +36,14 @@ def study_links(state: AppState, study: Study) -> dict[str, str | None]:
     return {"dashboard": dashboard, "mlflow": mlflow}
 
 
-def trial_view(state: AppState, study: Study, trial: FrozenTrial) -> dict[str, Any]:
-    view = trial_to_dict(trial)
+Placements = dict[int, tuple[str | None, str | None]]
+
+
+def trial_view(
+    state: AppState, study: Study, trial: FrozenTrial, placements: Placements | None = None
+) -> dict[str, Any]:
+    worker, device = (placements or {}).get(trial.number, (None, None))
+    view = trial_to_dict(trial, worker, device)
     run_id = view["mlflow_run_id"]
     base = state.settings.mlflow_ui_url
     link = None
@@ -59,6 +66,13 @@ def study_summary(study: Study) -> dict[str, Any]:
     }
 
 
+def trial_views(state: AppState, study: Study, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """Trials with the worker and device that ran them (from the leases)."""
+    with state.db.session_scope(read_only=True) as session:
+        placements = trial_placements(session, study.id, [t.number for t in trials])
+    return [trial_view(state, study, t, placements) for t in trials]
+
+
 def study_view(state: AppState, study: Study) -> dict[str, Any]:
     """The full study shape: counts by trial state, best so far, links."""
     spec = StudySpec.model_validate(study.spec)
@@ -68,7 +82,7 @@ def study_view(state: AppState, study: Study) -> dict[str, Any]:
         counts = state.reader.count_states(study.optuna_study_id)
         if not spec.is_multi_objective:
             found = state.reader.best(study.optuna_study_id, 1)
-            best = trial_view(state, study, found[0]) if found else None
+            best = trial_views(state, study, found)[0] if found else None
     return {
         **study_summary(study),
         "spec": spec,

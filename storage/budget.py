@@ -153,6 +153,7 @@ def finish_lease(
     lease_id: int,
     worker_id: str,
     *,
+    study_id: int,
     outcome: Outcome,
     tell: Callable[[], str],
     fail_fast_trials: int,
@@ -164,10 +165,7 @@ def finish_lease(
     Returns False when the lease is no longer this worker's (a reaper took it,
     failed the trial and enqueued a retry): then nothing is told.
     """
-    found = session.get(Lease, lease_id)
-    if found is None:
-        return False
-    study = lock_study(session, found.study_id)
+    study = lock_study(session, study_id)
     lease = lock_lease(session, lease_id)
     if study is None or lease is None:
         return False
@@ -258,6 +256,18 @@ def _set_final(
         session, status.value, study.name, "system", reason=reason, finished=study.n_finished
     )
     logger.info("study %s %s%s", study.name, status.value, f": {reason}" if reason else "")
+
+
+def trial_placements(
+    session: Session, study_id: int, numbers: list[int]
+) -> dict[int, tuple[str | None, str | None]]:
+    """Worker and device of the latest lease of each trial number."""
+    rows = session.execute(
+        select(Lease.trial_number, Lease.worker_id, Lease.device)
+        .where(Lease.study_id == study_id, Lease.trial_number.in_(numbers))
+        .order_by(Lease.id)
+    ).all()
+    return {number: (worker, device) for number, worker, device in rows if number is not None}
 
 
 def pending_work(session: Session, studies: list[str] | None = None) -> bool:

@@ -20,8 +20,6 @@ from sqlalchemy import text
 from storage.db import ensure_sqlite_dir, is_sqlite
 from storage.spec import StudySpec
 
-ATTR_WORKER = "hpo.worker"
-ATTR_DEVICE = "hpo.device"
 ATTR_RETRY_OF = "hpo.retry_of"
 ATTR_RETRY_ROOT = "hpo.retry_root"
 ATTR_ATTEMPT = "hpo.attempt"
@@ -137,8 +135,10 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def trial_to_dict(trial: FrozenTrial) -> dict[str, Any]:
-    """The API's trial shape (see the REST contract)."""
+def trial_to_dict(
+    trial: FrozenTrial, worker: str | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """The API's trial shape (see the REST contract); ``worker``/``device`` come from leases."""
     attrs = trial.user_attrs
     values = [_finite(v) for v in trial.values] if trial.values is not None else None
     duration = trial.duration.total_seconds() if trial.duration is not None else None
@@ -158,8 +158,8 @@ def trial_to_dict(trial: FrozenTrial) -> dict[str, Any]:
         "datetime_start": _iso(trial.datetime_start),
         "datetime_complete": _iso(trial.datetime_complete),
         "duration_s": duration,
-        "worker": attrs.get(ATTR_WORKER),
-        "device": attrs.get(ATTR_DEVICE),
+        "worker": worker,
+        "device": device,
         "retry_of": attrs.get(ATTR_RETRY_OF),
         "error": attrs.get(ATTR_ERROR),
         "fail_reason": attrs.get(ATTR_FAIL_REASON),

@@ -15,13 +15,11 @@ from storage.budget import Claim, attach_trial, finish_lease, release_lease
 from storage.optimizers import build_sampler, stream_seed
 from storage.optuna_store import (
     ATTR_ATTEMPT,
-    ATTR_DEVICE,
     ATTR_ERROR,
     ATTR_FAIL_REASON,
     ATTR_RETRY_OF,
     ATTR_RETRY_ROOT,
     ATTR_SEED,
-    ATTR_WORKER,
 )
 from storage.reaper import enqueue_retry
 from storage.search_space import to_distributions
@@ -35,7 +33,6 @@ from workers.tasks import load_builtin
 from workers.tasks.custom import load_custom
 
 logger = logging.getLogger(__name__)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
@@ -79,8 +76,6 @@ def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
             base = spec.sampler.seed
             seed = stream_seed(base, trial.number) if base is not None else random.randrange(2**31)
             trial.set_user_attr(ATTR_SEED, seed)
-        trial.set_user_attr(ATTR_WORKER, env.worker_id)
-        trial.set_user_attr(ATTR_DEVICE, env.device_label)
     retry_of = attrs.get(ATTR_RETRY_OF)
     attempt = int(attrs.get(ATTR_ATTEMPT, 0))
     env.retrying(lambda: _attach(env, claim, trial, retry_of, attempt))
@@ -172,6 +167,7 @@ def _settle(
                 session,
                 claim.lease_id,
                 env.worker_id,
+                study_id=claim.study_id,
                 outcome=result.outcome,
                 tell=tell,
                 fail_fast_trials=env.settings.fail_fast_trials,
@@ -188,16 +184,17 @@ def _settle(
 def _tell(env: SlotEnv, study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> str:
     """Tell Optuna once; a retried finish finds the trial already told."""
     storage = env.optuna_storage
-    frozen = storage.get_trial(trial._trial_id)
-    if frozen.state in FINISHED:
-        return frozen.state.name
     outcome = result.outcome
-    if outcome.state == "FAIL":
-        storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, outcome.fail_reason)
-        storage.set_trial_user_attr(trial._trial_id, ATTR_ERROR, outcome.error)
     state = TrialState[outcome.state]
-    study.tell(trial.number, result.values if state == TrialState.COMPLETE else None, state=state)
+    try:
+        if outcome.state == "FAIL":
+            storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, outcome.fail_reason)
+            storage.set_trial_user_attr(trial._trial_id, ATTR_ERROR, outcome.error)
+        values = result.values if state == TrialState.COMPLETE else None
+        frozen = study.tell(trial.number, values, state=state, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        frozen = storage.get_trial(trial._trial_id)
     if result.retry:
         attempt = int(frozen.user_attrs.get(ATTR_ATTEMPT, 0))
-        enqueue_retry(storage, study.study_name, storage.get_trial(trial._trial_id), attempt)
-    return outcome.state
+        enqueue_retry(storage, study.study_name, frozen, attempt)
+    return frozen.state.name

@@ -18,7 +18,7 @@ from service.schemas import (
     TrialStateName,
 )
 from service.state import AppState
-from service.views import trial_view
+from service.views import trial_views
 from storage import studies
 from storage.errors import ConflictError, NotFoundError
 from storage.models import Study
@@ -50,7 +50,7 @@ def list_trials(
     trials = state.reader.trials(study.optuna_study_id, trial_state)
     page = trials[offset : offset + limit]
     return {
-        "items": [trial_view(state, study, t) for t in page],
+        "items": trial_views(state, study, page),
         "total": len(trials),
         "limit": limit,
         "offset": offset,
@@ -69,7 +69,7 @@ def get_trial(
     trial = state.reader.trial(study.optuna_study_id, number)
     if trial is None:
         raise NotFoundError(f"study {name!r} has no trial {number}")
-    return trial_view(state, study, trial)
+    return trial_views(state, study, [trial])[0]
 
 
 @router.post(
@@ -98,9 +98,10 @@ def best(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
     found = state.reader.best(study.optuna_study_id, n_objectives)
     if not found:
         raise NotFoundError(f"no trial of {name!r} has completed yet")
+    views = trial_views(state, study, found)
     if n_objectives == 1:
-        return trial_view(state, study, found[0])
-    return {"pareto_front": [trial_view(state, study, t) for t in found]}
+        return views[0]
+    return {"pareto_front": views}
 
 
 @router.get(

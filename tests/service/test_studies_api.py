@@ -35,7 +35,7 @@ def _add_finished_trials(settings: Settings, name: str, values: list[float]) -> 
         trial.suggest_categorical("optimizer", ["adam", "sgd"])
         trial.report(value / 2, 0)
         trial.report(value, 1)
-        trial.set_user_attr("hpo.worker", f"w{i}")
+        trial.set_user_attr("note", f"n{i}")
         study.tell(trial, value)
 
 
@@ -115,7 +115,7 @@ def test_trials_best_and_importance_read_optuna(client: TestClient, settings: Se
     trial = client.get(f"{base}/trials/1").json()
     assert trial["state"] == "COMPLETE" and trial["value"] == 0.9
     assert trial["intermediate_values"] == {"0": 0.45, "1": 0.9}
-    assert trial["worker"] == "w1" and trial["duration_s"] is not None
+    assert trial["user_attrs"] == {"note": "n1"} and trial["duration_s"] is not None
     assert client.get(f"{base}/trials/99").status_code == 404
     assert client.get(f"{base}/trials", params={"state": "FAIL"}).json()["total"] == 0
     assert client.get(f"{base}/best").json()["number"] == 1

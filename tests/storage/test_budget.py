@@ -38,12 +38,13 @@ def _study(settings: Settings, name: str, **budget: Any) -> Database:
     return db
 
 
-def _complete(db: Database, lease_id: int, worker: str) -> bool:
+def _complete(db: Database, lease_id: int, worker: str, study_id: int) -> bool:
     with db.session_scope() as session:
         return finish_lease(
             session,
             lease_id,
             worker,
+            study_id=study_id,
             outcome=Outcome("COMPLETE", True),
             tell=lambda: "COMPLETE",
             fail_fast_trials=3,
@@ -57,10 +58,18 @@ def test_concurrent_claims_never_overshoot(settings: Settings) -> None:
     finished = 0
     lock = threading.Lock()
 
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 120
+
     def worker(index: int) -> None:
+        try:
+            claim_and_finish(f"w{index}")
+        except BaseException as exc:  # surfaced by the main thread below
+            errors.append(exc)
+
+    def claim_and_finish(name: str) -> None:
         nonlocal peak, finished
-        name = f"w{index}"
-        while True:
+        while time.monotonic() < deadline:
             with db.session_scope() as session:
                 claim = claim_slot(session, name, "cpu")
             if claim is None:
@@ -75,7 +84,7 @@ def test_concurrent_claims_never_overshoot(settings: Settings) -> None:
             time.sleep(0.005)
             with lock:
                 active.remove(claim.lease_id)
-            assert _complete(db, claim.lease_id, name)
+            assert _complete(db, claim.lease_id, name, claim.study_id)
             with lock:
                 finished += 1
 
@@ -83,7 +92,8 @@ def test_concurrent_claims_never_overshoot(settings: Settings) -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join(timeout=150)
+    assert errors == []
     with db.session_scope() as session:
         study = studies.get_study(session, "race")
         assert (study.n_finished, study.n_active, study.status) == (25, 0, "completed")
@@ -182,6 +192,7 @@ def test_finish_after_reap_is_refused(settings: Settings) -> None:
             session,
             claim.lease_id,
             "w",
+            study_id=claim.study_id,
             outcome=Outcome("COMPLETE", True),
             tell=lambda: told.append(1) or "COMPLETE",
             fail_fast_trials=3,
@@ -202,6 +213,7 @@ def test_first_failures_with_one_error_fail_the_study(settings: Settings) -> Non
                 session,
                 claim.lease_id,
                 "w",
+                study_id=claim.study_id,
                 outcome=Outcome("FAIL", True, "exception", "ValueError: boom"),
                 tell=lambda: "FAIL",
                 fail_fast_trials=3,

@@ -1,0 +1,158 @@
+"""Trials per second of a null objective: the service's workers vs bare Optuna.
+
+Both run on the same Postgres server with the same TPE sampler (seeded), over
+one study of ``--trials`` trials; the rate is measured over trials 0-200 and
+over the last 200, from the trials' completion times.
+
+    python -m benchmarks.dispatch --trials 2000 --workers 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from benchmarks.pg import throwaway_databases
+from storage import studies
+from storage.db import Database
+from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
+from storage.optuna_store import open_optuna_storage
+from storage.validation import ValidationPolicy, validate_spec
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = 7
+WINDOW = 200
+
+
+def _spec(name: str, n_trials: int, workers: int) -> dict[str, object]:
+    return {
+        "name": name,
+        "task": {"name": "python:benchmarks.objectives:null"},
+        "objective": {"metric": "loss", "direction": "minimize"},
+        "search_space": {"x": {"type": "float", "low": -10, "high": 10}},
+        "sampler": {"name": "tpe", "seed": SEED},
+        "pruner": {"name": "none"},
+        "budget": {"n_trials": n_trials, "max_concurrent_trials": workers, "max_retries": 0},
+    }
+
+
+def rates(storage_url: str, name: str) -> tuple[float, float, int]:
+    """Trials/s over the first and the last ``WINDOW`` completed trials, and the count."""
+    trials = optuna.load_study(study_name=name, storage=storage_url).get_trials(deepcopy=False)
+    done = sorted(t.datetime_complete for t in trials if t.datetime_complete is not None)
+
+    def rate(window: list[object]) -> float:
+        span = (window[-1] - window[0]).total_seconds()  # type: ignore[operator]
+        return (len(window) - 1) / span if span > 0 else float("inf")
+
+    return rate(done[:WINDOW]), rate(done[-WINDOW:]), len(done)
+
+
+def run_service(service_url: str, optuna_url: str, n_trials: int, workers: int) -> str:
+    name = f"service-{workers}w"
+    database = Database(service_url)
+    spec = validate_spec(
+        _spec(name, n_trials, workers), ValidationPolicy(allowed_task_modules=["benchmarks"])
+    )
+    with database.session_scope() as session:
+        studies.create_study(session, open_optuna_storage(optuna_url), spec, "bench")
+    database.dispose()
+    env = dict(
+        os.environ,
+        HPO_DATABASE_URL=service_url,
+        HPO_OPTUNA_STORAGE=optuna_url,
+        HPO_ALLOWED_TASK_MODULES="benchmarks",
+        HPO_DATA_DIR="/tmp/hpo-bench",
+        PYTHONPATH=str(REPO),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli.main",
+            "worker",
+            "--devices",
+            "cpu",
+            "--per-device",
+            str(workers),
+            "--exit-when-idle",
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    return name
+
+
+BARE = """
+import sys, optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+url, name, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+study = optuna.load_study(study_name=name, storage=url,
+                          sampler=optuna.samplers.TPESampler(seed=seed))
+study.optimize(lambda t: t.suggest_float("x", -10, 10) ** 2, n_trials=n)
+"""
+
+
+def run_bare(optuna_url: str, n_trials: int, processes: int) -> str:
+    name = f"bare-{processes}p"
+    optuna.create_study(storage=optuna_url, study_name=name)
+    per_process = n_trials // processes
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BARE, optuna_url, name, str(per_process), str(SEED + i)]
+        )
+        for i in range(processes)
+    ]
+    for proc in procs:
+        proc.wait()
+    return name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--server",
+        default=os.environ.get(
+            "HPO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    parser.add_argument("--trials", type=int, default=2000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    rows = []
+    with throwaway_databases(args.server, 2) as (service_url, optuna_url):
+        upgrade_optuna_schema(optuna_url)
+        database = Database(service_url)
+        upgrade_service_schema(database)
+        database.dispose()
+        for workers in args.workers:
+            for label, runner in (
+                ("bare Optuna optimize", run_bare),
+                ("service workers", run_service),
+            ):
+                started = time.monotonic()
+                if runner is run_bare:
+                    name = run_bare(optuna_url, args.trials, workers)
+                else:
+                    name = run_service(service_url, optuna_url, args.trials, workers)
+                first, last, count = rates(optuna_url, name)
+                rows.append((label, workers, count, first, last, time.monotonic() - started))
+    print(
+        f"| runner | processes | trials | trials/s 0-{WINDOW} | trials/s last {WINDOW} | wall s |"
+    )
+    print("|---|---|---|---|---|---|")
+    for label, workers, count, first, last, wall in rows:
+        print(f"| {label} | {workers} | {count} | {first:.1f} | {last:.1f} | {wall:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
