@@ -7,7 +7,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from service.state import AppState
-from storage.budget import trial_placements
+from storage.budget import Placement, trial_placements
 from storage.models import Study, Worker
 from storage.optuna_store import trial_to_dict
 from storage.spec import StudySpec
@@ -36,14 +36,14 @@ def study_links(state: AppState, study: Study) -> dict[str, str | None]:
     return {"dashboard": dashboard, "mlflow": mlflow}
 
 
-Placements = dict[int, tuple[str | None, str | None]]
-
-
 def trial_view(
-    state: AppState, study: Study, trial: FrozenTrial, placements: Placements | None = None
+    state: AppState,
+    study: Study,
+    trial: FrozenTrial,
+    placements: dict[int, Placement] | None = None,
 ) -> dict[str, Any]:
-    worker, device = (placements or {}).get(trial.number, (None, None))
-    view = trial_to_dict(trial, worker, device)
+    placement = (placements or {}).get(trial.number, Placement(None, None, None))
+    view = trial_to_dict(trial, placement.worker, placement.device, placement.mlflow_run_id)
     run_id = view["mlflow_run_id"]
     base = state.settings.mlflow_ui_url
     link = None

@@ -258,16 +258,23 @@ def _set_final(
     logger.info("study %s %s%s", study.name, status.value, f": {reason}" if reason else "")
 
 
-def trial_placements(
-    session: Session, study_id: int, numbers: list[int]
-) -> dict[int, tuple[str | None, str | None]]:
-    """Worker and device of the latest lease of each trial number."""
+@dataclass(frozen=True)
+class Placement:
+    """Where a trial ran: what the lease knows and Optuna does not."""
+
+    worker: str | None
+    device: str | None
+    mlflow_run_id: str | None
+
+
+def trial_placements(session: Session, study_id: int, numbers: list[int]) -> dict[int, Placement]:
+    """Worker, device and MLflow run of the latest lease of each trial number."""
     rows = session.execute(
-        select(Lease.trial_number, Lease.worker_id, Lease.device)
+        select(Lease.trial_number, Lease.worker_id, Lease.device, Lease.mlflow_run_id)
         .where(Lease.study_id == study_id, Lease.trial_number.in_(numbers))
         .order_by(Lease.id)
     ).all()
-    return {number: (worker, device) for number, worker, device in rows if number is not None}
+    return {row[0]: Placement(row[1], row[2], row[3]) for row in rows if row[0] is not None}
 
 
 def pending_work(session: Session, studies: list[str] | None = None) -> bool:

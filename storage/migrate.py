@@ -82,3 +82,22 @@ def upgrade_optuna_schema(url: str) -> None:
             storage.upgrade()
     finally:
         storage.engine.dispose()
+
+
+def upgrade_mlflow_store(tracking_uri: str) -> None:
+    """Create MLflow's tables once when it tracks straight into a database.
+
+    A tracking server (http URI) migrates its own store; a database URI would
+    otherwise be migrated by the first few workers at the same moment.
+    """
+    if tracking_uri.startswith(("http://", "https://")) or "://" not in tracking_uri:
+        return
+    ensure_sqlite_dir(tracking_uri)
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    if tracking_uri.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(tracking_uri.removeprefix("sqlite:///")) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")

@@ -79,6 +79,7 @@ class Study(Base):
     optuna_study_id: Mapped[int | None] = mapped_column(Integer)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    mlflow_summarized_at: Mapped[datetime | None]
     created_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -108,6 +109,7 @@ class Lease(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     fail_reason: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     retry_of: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -25,7 +25,6 @@ ATTR_RETRY_ROOT = "hpo.retry_root"
 ATTR_ATTEMPT = "hpo.attempt"
 ATTR_ERROR = "hpo.error"
 ATTR_FAIL_REASON = "hpo.fail_reason"
-ATTR_MLFLOW_RUN = "hpo.mlflow_run_id"
 ATTR_SEED = "hpo.seed"
 ATTR_ENQUEUED_BY = "hpo.enqueued_by"
 TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
@@ -136,9 +135,12 @@ def _finite(value: float | None) -> float | None:
 
 
 def trial_to_dict(
-    trial: FrozenTrial, worker: str | None = None, device: str | None = None
+    trial: FrozenTrial,
+    worker: str | None = None,
+    device: str | None = None,
+    mlflow_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """The API's trial shape (see the REST contract); ``worker``/``device`` come from leases."""
+    """The API's trial shape (see the REST contract); worker, device and run come from leases."""
     attrs = trial.user_attrs
     values = [_finite(v) for v in trial.values] if trial.values is not None else None
     duration = trial.duration.total_seconds() if trial.duration is not None else None
@@ -163,6 +165,6 @@ def trial_to_dict(
         "retry_of": attrs.get(ATTR_RETRY_OF),
         "error": attrs.get(ATTR_ERROR),
         "fail_reason": attrs.get(ATTR_FAIL_REASON),
-        "mlflow_run_id": attrs.get(ATTR_MLFLOW_RUN),
+        "mlflow_run_id": mlflow_run_id,
         "user_attrs": {k: v for k, v in attrs.items() if not k.startswith("hpo.")},
     }

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1_000_000, gt=0)
     fail_fast_trials: int = Field(default=3, ge=1)
     keep_top_k_models: int = Field(default=3, ge=1)
+    mlflow_enabled: bool = True
+    mlflow_flush_timeout_s: float = Field(default=60.0, ge=0)
 
     @field_validator("admin_token", "api_token", mode="before")
     @classmethod

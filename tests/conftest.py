@@ -122,6 +122,8 @@ def make_settings(data_dir: Path, urls: tuple[str, str], **overrides: object) ->
         "heartbeat_interval_s": 0.5,
         "heartbeat_grace_s": 4.0,
         "poll_interval_s": 0.5,
+        # Tests about MLflow turn it on; the others do not pay for it.
+        "mlflow_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -147,6 +149,7 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         "HPO_POLL_INTERVAL_S": str(settings.poll_interval_s),
         "HPO_SHUTDOWN_GRACE_S": str(settings.shutdown_grace_s),
         "HPO_ALLOWED_TASK_MODULES": "tests",
+        "HPO_MLFLOW_ENABLED": str(settings.mlflow_enabled).lower(),
     }
     values.update(extra)
     return hpo_env(values)

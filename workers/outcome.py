@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 
@@ -24,6 +24,7 @@ class TrialResult:
     values: list[float] | None = None
     retry: bool = False  # enqueue the same configuration again (a clean hand-back)
     lost: bool = False  # the lease was taken away: tell nothing
+    metrics: dict[str, float] = field(default_factory=dict)  # everything the task returned
 
 
 def run_task(task: Callable[[], Mapping[str, float]], objectives: list[str]) -> TrialResult:
@@ -50,9 +51,11 @@ def completed(metrics: Mapping[str, float], objectives: list[str]) -> TrialResul
         message = f"the task returned no value for {', '.join(missing)} (it returned {returned})"
         return TrialResult(Outcome("FAIL", True, "task_error", message))
     values = [float(metrics[m]) for m in objectives]
+    reported = {k: float(v) for k, v in metrics.items()}
     if not all(math.isfinite(v) for v in values):
-        return TrialResult(Outcome("FAIL", True, "nan", f"non-finite objective value {values}"))
-    return TrialResult(Outcome("COMPLETE", counted=True), values=values)
+        message = f"non-finite objective value {values}"
+        return TrialResult(Outcome("FAIL", True, "nan", message), metrics=reported)
+    return TrialResult(Outcome("COMPLETE", counted=True), values=values, metrics=reported)
 
 
 def failed(reason: str, exc: BaseException) -> TrialResult:

@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from storage.budget import Claim, claim_slot, pending_work
 from storage.errors import UnavailableError
@@ -19,6 +20,9 @@ from workers.slot_env import SlotEnv, SlotOptions
 from workers.trial import run_claim
 from workers.wakeup import Wakeup
 
+if TYPE_CHECKING:
+    from workers.tracking.tracker import MlflowTracker
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,10 +31,19 @@ class SlotRunner:
         self.settings = settings
         self.options = options
         self.env = SlotEnv(settings, options)
+        self.tracker = self._tracker() if settings.mlflow_enabled else None
         self.wakeup = Wakeup(settings.database_url)
         self.stopping = threading.Event()
         self._grace_timer: threading.Timer | None = None
         self.trials_run = 0
+
+    def _tracker(self) -> MlflowTracker:
+        from workers.tracking.hooks import TrialTracking
+        from workers.tracking.tracker import MlflowTracker
+
+        tracker = MlflowTracker(self.settings, self.env.db, spool_name=self.env.worker_id)
+        TrialTracking(self.env, tracker).install()
+        return tracker
 
     def install_signals(self) -> None:
         self.env.interrupter.install()
@@ -130,4 +143,6 @@ class SlotRunner:
         except Exception:
             logger.warning("could not mark worker %s stopped", self.env.worker_id)
         self.wakeup.close()
+        if self.tracker is not None:
+            self.tracker.close(self.settings.mlflow_flush_timeout_s)
         self.env.close()

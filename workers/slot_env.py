@@ -62,7 +62,7 @@ class SlotEnv:
             self.db, self.worker_id, settings.heartbeat_interval_s, self.interrupter
         )
         self._studies: dict[str, optuna.Study] = {}
-        self.context_hooks: list[Callable[[TrialContext, StudySpec], None]] = []
+        self.context_hooks: list[Callable[[TrialContext, StudySpec, Claim], None]] = []
         self.trial_hooks: list[
             Callable[[Claim, StudySpec, optuna.Trial, TrialContext, TrialResult], None]
         ] = []
@@ -89,9 +89,9 @@ class SlotEnv:
         """Run database work, retrying with backoff while a database is down."""
         return call_with_retries(call, SETTLE_RETRY_S, "worker")
 
-    def prepare_context(self, ctx: TrialContext, spec: StudySpec) -> None:
+    def prepare_context(self, ctx: TrialContext, spec: StudySpec, claim: Claim) -> None:
         for hook in self.context_hooks:
-            hook(ctx, spec)
+            hook(ctx, spec, claim)
 
     def after_trial(
         self,

@@ -19,9 +19,11 @@ from storage.db import Database
 from storage.optuna_store import open_optuna_storage
 from storage.reaper import Reaper
 from storage.settings import Settings
+from storage.studies import studies_to_summarize
 
 logger = logging.getLogger(__name__)
 MAX_RESTART_DELAY_S = 30.0
+SUMMARY_INTERVAL_S = 15.0
 
 
 class DeviceError(ValueError):
@@ -77,6 +79,35 @@ def resolve_devices(devices: str, cuda_count: int | None = None) -> list[Device]
     return [Device("cuda", f"cuda:{i}", str(i)) for i in indices]
 
 
+class StudySummaries:
+    """Summarizes in MLflow the studies that ended while no trial of theirs ran (cancel...)."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        from workers.tracking.tracker import MlflowTracker
+
+        self.db = db
+        self.settings = settings
+        self.tracker = MlflowTracker(settings, db, spool_name=f"supervisor-{os.getpid()}")
+        self.queued: set[str] = set()
+
+    def queue_ended(self) -> None:
+        from workers.tracking.ops import Op
+
+        try:
+            with self.db.session_scope(read_only=True) as session:
+                names = studies_to_summarize(session)
+        except Exception:
+            logger.warning("cannot look for ended studies: database unavailable")
+            return
+        for name in names:
+            if name not in self.queued:
+                self.queued.add(name)
+                self.tracker.put(Op("summary", name))
+
+    def close(self) -> None:
+        self.tracker.close(self.settings.mlflow_flush_timeout_s)
+
+
 @dataclass
 class Supervisor:
     settings: Settings
@@ -94,15 +125,25 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_stop)
         self.children = [Child(d, s) for d in self.devices for s in range(self.per_device)]
         reaper = self._reaper()
-        next_reap = 0.0
+        summaries = (
+            StudySummaries(self.settings, reaper.db) if self.settings.mlflow_enabled else None
+        )
+        next_reap = next_summary = 0.0
         while not self.stopping and not all(c.done for c in self.children):
             for child in self.children:
                 self._tend(child)
-            if time.monotonic() >= next_reap:
+            now = time.monotonic()
+            if now >= next_reap:
                 reaper.run_once()
-                next_reap = time.monotonic() + self.settings.heartbeat_interval_s
+                next_reap = now + self.settings.heartbeat_interval_s
+            if summaries is not None and now >= next_summary:
+                summaries.queue_ended()
+                next_summary = now + SUMMARY_INTERVAL_S
             time.sleep(0.2)
         self._stop_children()
+        if summaries is not None:
+            summaries.queue_ended()
+            summaries.close()
         reaper.db.dispose()
         return 0
 

@@ -45,7 +45,7 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
         env.retrying(lambda: _release(env, claim.lease_id))
         return None
     log = logging.LoggerAdapter(logger, {"study": claim.study_name, "trial": trial.number})
-    ctx = _context(env, spec, trial)
+    ctx = _context(env, spec, trial, claim)
     env.heartbeat.current = CurrentTrial(claim.lease_id, claim.study_name, trial.number)
     log.info("trial %d of %s started on %s", trial.number, claim.study_name, env.device_label)
     try:
@@ -101,7 +101,7 @@ def _release(env: SlotEnv, lease_id: int) -> None:
         release_lease(session, lease_id, "ask_failed")
 
 
-def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial) -> TrialContext:
+def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial, claim: Claim) -> TrialContext:
     declaration = get_declaration(spec.task.name)
     params = {**(declaration.defaults() if declaration else {}), **trial.params}
     root = trial.user_attrs.get(ATTR_RETRY_ROOT, trial.number)
@@ -118,7 +118,7 @@ def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial) -> TrialContext
         critical=env.interrupter.critical,
     )
     ctx.report_hooks.append(lambda step, metrics: env.interrupter.check())
-    env.prepare_context(ctx, spec)
+    env.prepare_context(ctx, spec, claim)
     return ctx
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import select
 import threading
 from typing import Any
@@ -25,6 +27,9 @@ class Wakeup:
         self._url = database_url
         self._conn: Any = None
         self._stop = threading.Event()
+        # A signal handler writes here to end a wait at once (select() would resume).
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
         self._postgres = make_url(database_url).get_backend_name() == "postgresql"
 
     def _connect(self) -> Any:
@@ -52,8 +57,8 @@ class Wakeup:
         try:
             if self._conn is None:
                 self._conn = self._connect()
-            ready, _, _ = select.select([self._conn], [], [], timeout)
-            if not ready:
+            ready, _, _ = select.select([self._conn, self._wake_read], [], [], timeout)
+            if self._wake_read in ready or not ready:
                 return False
             self._conn.poll()
             woken = bool(self._conn.notifies)
@@ -61,14 +66,24 @@ class Wakeup:
             return woken
         except Exception as exc:
             logger.warning("LISTEN connection failed (%s); polling", type(exc).__name__)
-            self.close()
+            self._drop_connection()
             self._stop.wait(timeout)
             return False
 
     def interrupt(self) -> None:
         self._stop.set()
+        # A full pipe means a wake-up is already pending.
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"x")
 
     def close(self) -> None:
+        for fd in (self._wake_read, self._wake_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_read = self._wake_write = -1
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
         if self._conn is not None:
             try:
                 self._conn.close()

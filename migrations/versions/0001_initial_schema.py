@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 11:10:35.638642
+Create Date: 2026-11-28 12:15:45.373716
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def upgrade() -> None:
         sa.Column("optuna_study_id", sa.Integer(), nullable=True),
         sa.Column("mlflow_experiment_id", sa.String(length=64), nullable=True),
         sa.Column("mlflow_run_id", sa.String(length=64), nullable=True),
+        sa.Column("mlflow_summarized_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_by", sa.String(length=100), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -108,6 +109,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(length=16), nullable=True),
         sa.Column("fail_reason", sa.String(length=32), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("mlflow_run_id", sa.String(length=64), nullable=True),
         sa.Column("retry_of", sa.Integer(), nullable=True),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),

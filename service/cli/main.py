@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from service.cli import dashboard as dashboard_command
 from service.cli import studies as study_commands
 from service.cli.client import ApiClient, ClientError
 from storage.errors import HpoError
@@ -52,6 +53,7 @@ def _client() -> ApiClient:
 
 
 study_commands.register(app, _client)
+dashboard_command.register(app)
 
 
 @app.command()
@@ -80,7 +82,11 @@ def serve(
 
 def _upgrade(settings: Settings) -> None:
     from storage.db import Database
-    from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
+    from storage.migrate import (
+        upgrade_mlflow_store,
+        upgrade_optuna_schema,
+        upgrade_service_schema,
+    )
 
     database = Database(settings.database_url)
     try:
@@ -88,6 +94,8 @@ def _upgrade(settings: Settings) -> None:
     finally:
         database.dispose()
     upgrade_optuna_schema(settings.optuna_storage)
+    if settings.mlflow_enabled:
+        upgrade_mlflow_store(settings.mlflow_tracking_uri)
 
 
 @app.command()

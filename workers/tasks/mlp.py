@@ -160,4 +160,13 @@ def run(ctx: TrialContext) -> dict[str, float]:
         ctx.report(epoch, metrics)
         if ctx.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+    save_model(model, ctx)
     return {**metrics, "params_m": params_m}
+
+
+def save_model(model: nn.Module, ctx: TrialContext) -> None:
+    """The whole module (so MLflow's PyTorch flavor can log it) in the trial's folder."""
+    folder = ctx.work_dir / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.eval(), folder / "model.pt")
+    ctx.set_model_dir(folder)

@@ -1,0 +1,96 @@
+"""Logging the best trial's model to MLflow and pointing the alias ``best`` at it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+logger = logging.getLogger(__name__)
+BEST_ALIAS = "best"
+PIPELINE_TASKS = {"text-classification": "text-classification", "masked-lm": "fill-mask"}
+
+
+def is_better(value: float, than: float, direction: str) -> bool:
+    return value > than if direction == "maximize" else value < than
+
+
+def current_best(client: MlflowClient, name: str) -> float | None:
+    """The objective value recorded on the version the alias points at, if any."""
+    try:
+        version = client.get_model_version_by_alias(name, BEST_ALIAS)
+    except Exception:
+        return None
+    recorded = version.tags.get("hpo.objective")
+    return float(recorded) if recorded is not None else None
+
+
+def log_best_model(client: MlflowClient, run_id: str, study: str, data: dict[str, Any]) -> None:
+    """Log the model of a trial that was the study's best when it finished.
+
+    A model that has since been beaten (another worker registered a better
+    one first) is not registered again.
+    """
+    value, direction = float(data["value"]), str(data["direction"])
+    best = current_best(client, study)
+    if best is not None and not is_better(value, best, direction):
+        logger.info(
+            "trial %s of %s is no longer the best; not registering it", data["number"], study
+        )
+        return
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = _log_by_flavor(Path(data["model_dir"]), str(data["task"]), study)
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(study, version, "hpo.objective", str(value))
+    client.set_model_version_tag(study, version, "hpo.trial", str(data["number"]))
+    client.set_registered_model_alias(study, BEST_ALIAS, version)
+    logger.info(
+        "registered trial %s of %s as model version %s (alias %s)",
+        data["number"],
+        study,
+        version,
+        BEST_ALIAS,
+    )
+
+
+def _log_by_flavor(model_dir: Path, task: str, study: str) -> Any:
+    requirements = _requirements()
+    if task in PIPELINE_TASKS:
+        import transformers
+
+        # Absolute paths: a relative one is taken for a hub id and looked up online.
+        path = str(model_dir.resolve())
+        make_pipeline: Any = transformers.pipeline
+        pipeline = make_pipeline(PIPELINE_TASKS[task], model=path, tokenizer=path)
+        return mlflow.transformers.log_model(
+            transformers_model=pipeline,
+            name="model",
+            registered_model_name=study,
+            pip_requirements=requirements,
+        )
+    import numpy as np
+    import torch
+
+    module = torch.load(model_dir / "model.pt", weights_only=False)
+    first = next((m for m in module.modules() if isinstance(m, torch.nn.Linear)), None)
+    example = np.zeros((2, first.in_features), np.float32) if first is not None else None
+    # The traced pt2 format (safe to load, unlike pickle) needs an example input.
+    return mlflow.pytorch.log_model(
+        module,
+        name="model",
+        registered_model_name=study,
+        pip_requirements=requirements,
+        serialization_format="pt2",
+        input_example=example,
+    )
+
+
+def _requirements() -> list[str]:
+    # Given explicitly: inferring them imports the model in a subprocess (slow).
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("torch", "transformers", "mlflow")]
