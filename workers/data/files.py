@@ -77,8 +77,9 @@ def read_table_split(
         )
     kept = frame[wanted].dropna()
     if len(kept) < len(frame):
-        logger.warning("%s: dropped %d rows with a missing text or label",
-                       path.name, len(frame) - len(kept))
+        logger.warning(
+            "%s: dropped %d rows with a missing text or label", path.name, len(frame) - len(kept)
+        )
     texts = [str(value) for value in kept[text_column].tolist()]
     labels = kept[label_column].tolist() if label_column is not None else None
     return _without_blank_texts(RawSplit(texts, labels), path.name)

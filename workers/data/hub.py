@@ -74,7 +74,8 @@ def _to_raw(dataset: Any, spec: HubTextDataset, label_column: str | None) -> Raw
     # A ClassLabel column holds ids; its names are what the user knows.
     names = getattr(dataset.features[label_column], "names", None)
     if names:
-        labels = [names[label] if isinstance(label, int) and label >= 0 else None
-                  for label in labels]
+        labels = [
+            names[label] if isinstance(label, int) and label >= 0 else None for label in labels
+        ]
     keep = [i for i, label in enumerate(labels) if label is not None]
     return RawSplit([texts[i] for i in keep], [labels[i] for i in keep])

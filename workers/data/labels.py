@@ -47,9 +47,9 @@ def encode_labels(
     return [index[k] for k in train_keys], [index[k] for k in validation_keys], names
 
 
-def split_validation(split: RawSplit, fraction: float, *, seed: int = 0) -> tuple[
-    RawSplit, RawSplit
-]:
+def split_validation(
+    split: RawSplit, fraction: float, *, seed: int = 0
+) -> tuple[RawSplit, RawSplit]:
     """Hold out ``fraction`` of the rows, per class when there are labels.
 
     The split depends only on the data and ``seed`` (not on the trial), so all

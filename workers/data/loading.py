@@ -91,8 +91,9 @@ def _read_source(
     return splits[0], splits[1] if len(splits) > 1 else None, identity
 
 
-def _read_file(spec: FileTextDataset | PlainTextDataset, path: Path, *,
-               with_labels: bool) -> RawSplit:
+def _read_file(
+    spec: FileTextDataset | PlainTextDataset, path: Path, *, with_labels: bool
+) -> RawSplit:
     if isinstance(spec, PlainTextDataset):
         if with_labels:
             raise DatasetError("a plain text file has no labels; use csv, jsonl or parquet")

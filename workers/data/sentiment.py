@@ -41,40 +41,94 @@ _DOMAINS: dict[str, tuple[str, ...]] = {
 }
 # (word, strength); the long tails are rare so that capacity matters.
 _POSITIVE = (
-    ("good", 1.0), ("great", 1.5), ("nice", 1.0), ("excellent", 1.5), ("fine", 1.0),
-    ("wonderful", 1.5), ("enjoyable", 1.0), ("solid", 1.0), ("charming", 1.0),
-    ("impressive", 1.5), ("reliable", 1.0), ("pleasant", 1.0), ("superb", 1.5),
-    ("delightful", 1.5), ("decent", 1.0), ("brilliant", 1.5), ("satisfying", 1.0),
-    ("flawless", 1.5), ("elegant", 1.0), ("sturdy", 1.0),
+    ("good", 1.0),
+    ("great", 1.5),
+    ("nice", 1.0),
+    ("excellent", 1.5),
+    ("fine", 1.0),
+    ("wonderful", 1.5),
+    ("enjoyable", 1.0),
+    ("solid", 1.0),
+    ("charming", 1.0),
+    ("impressive", 1.5),
+    ("reliable", 1.0),
+    ("pleasant", 1.0),
+    ("superb", 1.5),
+    ("delightful", 1.5),
+    ("decent", 1.0),
+    ("brilliant", 1.5),
+    ("satisfying", 1.0),
+    ("flawless", 1.5),
+    ("elegant", 1.0),
+    ("sturdy", 1.0),
 )
 _NEGATIVE = (
-    ("bad", 1.0), ("awful", 1.5), ("poor", 1.0), ("terrible", 1.5), ("boring", 1.0),
-    ("disappointing", 1.0), ("dull", 1.0), ("mediocre", 1.0), ("horrible", 1.5),
-    ("clumsy", 1.0), ("frustrating", 1.0), ("weak", 1.0), ("dreadful", 1.5),
-    ("flimsy", 1.0), ("sloppy", 1.0), ("atrocious", 1.5), ("bland", 1.0),
-    ("unreliable", 1.0), ("tedious", 1.0), ("abysmal", 1.5),
+    ("bad", 1.0),
+    ("awful", 1.5),
+    ("poor", 1.0),
+    ("terrible", 1.5),
+    ("boring", 1.0),
+    ("disappointing", 1.0),
+    ("dull", 1.0),
+    ("mediocre", 1.0),
+    ("horrible", 1.5),
+    ("clumsy", 1.0),
+    ("frustrating", 1.0),
+    ("weak", 1.0),
+    ("dreadful", 1.5),
+    ("flimsy", 1.0),
+    ("sloppy", 1.0),
+    ("atrocious", 1.5),
+    ("bland", 1.0),
+    ("unreliable", 1.0),
+    ("tedious", 1.0),
+    ("abysmal", 1.5),
 )
 _INTENSIFIERS = ("very", "really", "extremely", "incredibly", "truly", "remarkably")
 _DIMINISHERS = ("slightly", "somewhat", "a bit", "fairly", "mildly", "a little")
 # Copulas in their plain and negated forms.
 _COPULAS = ("was", "is", "seemed", "felt", "looked")
 _NEGATED_COPULAS = (
-    "was not", "wasn't", "is not", "isn't", "was never", "never felt", "did not seem",
-    "didn't look", "is hardly", "was hardly",
+    "was not",
+    "wasn't",
+    "is not",
+    "isn't",
+    "was never",
+    "never felt",
+    "did not seem",
+    "didn't look",
+    "is hardly",
+    "was hardly",
 )
 # Verdict verbs: the reviewer's own judgement of the whole thing.
 # (past, present, strength)
 _VERDICTS_POSITIVE = (("loved", "love", 1.5), ("enjoyed", "enjoy", 1.0), ("liked", "like", 1.0))
 _VERDICTS_NEGATIVE = (
-    ("hated", "hate", 1.5), ("regretted", "regret", 1.0), ("disliked", "dislike", 1.0),
+    ("hated", "hate", 1.5),
+    ("regretted", "regret", 1.0),
+    ("disliked", "dislike", 1.0),
 )
 _OPENERS = (
-    "", "", "", "", "honestly, ", "overall, ", "to be fair, ", "i have to say ",
-    "after a week, ", "in my opinion ",
+    "",
+    "",
+    "",
+    "",
+    "honestly, ",
+    "overall, ",
+    "to be fair, ",
+    "i have to say ",
+    "after a week, ",
+    "in my opinion ",
 )
 _FILLERS = (
-    "", "", "", " we went there on a friday.", " i bought it for my brother.",
-    " it arrived on time.", " i read reviews first.", " my friends agreed.",
+    "",
+    "",
+    "",
+    " we went there on a friday.",
+    " i bought it for my brother.",
+    " it arrived on time.",
+    " i read reviews first.",
+    " my friends agreed.",
 )
 _MAIN_WEIGHT = 2.0
 
@@ -85,9 +139,9 @@ class _Clause:
     score: float
 
 
-def generate_reviews(n: int, *, seed: int, stream: str, label_noise: float) -> tuple[
-    list[str], list[int]
-]:
+def generate_reviews(
+    n: int, *, seed: int, stream: str, label_noise: float
+) -> tuple[list[str], list[int]]:
     """``n`` reviews and their labels (0 negative, 1 positive).
 
     ``stream`` ("train", "validation") separates independent sequences for

@@ -31,7 +31,11 @@ _CACHE_FILE = "tokenizer.json"
 
 
 def scratch_tokenizer(
-    texts: Sequence[str], *, vocab_size: int, fingerprint: str, cache_dir: Path,
+    texts: Sequence[str],
+    *,
+    vocab_size: int,
+    fingerprint: str,
+    cache_dir: Path,
     max_length: int,
 ) -> Any:
     """A BERT-style WordPiece tokenizer for ``texts``, from the cache when present.
@@ -74,8 +78,13 @@ def wrap_tokenizer(tokenizer: Tokenizer, *, max_length: int) -> Any:
     """The ``transformers`` face of a ``tokenizers`` tokenizer."""
     # transformers leaves this constructor unannotated.
     return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tokenizer, unk_token=UNK, pad_token=PAD, cls_token=CLS,
-        sep_token=SEP, mask_token=MASK, model_max_length=max_length,
+        tokenizer_object=tokenizer,
+        unk_token=UNK,
+        pad_token=PAD,
+        cls_token=CLS,
+        sep_token=SEP,
+        mask_token=MASK,
+        model_max_length=max_length,
     )
 
 
@@ -102,8 +111,11 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], *, max_length: int) -> li
     No padding here: batches are padded to their own longest example.
     """
     encoded = tokenizer(
-        list(texts), truncation=True, max_length=max_length,
-        return_attention_mask=False, return_token_type_ids=False,
+        list(texts),
+        truncation=True,
+        max_length=max_length,
+        return_attention_mask=False,
+        return_token_type_ids=False,
     )
     return [list(ids) for ids in encoded["input_ids"]]
 

@@ -48,10 +48,16 @@ def run(ctx: TrialContext) -> dict[str, float]:
     settings = TrainSettings.from_context(ctx)
     seed_everything(ctx.seed)
     data = load_text_data(config.dataset, ctx.dataset_roots, with_labels=False)
-    ctx.set_info(dataset_fingerprint=data.fingerprint, n_train=len(data.train_texts),
-                 n_validation=len(data.validation_texts))
+    ctx.set_info(
+        dataset_fingerprint=data.fingerprint,
+        n_train=len(data.train_texts),
+        n_validation=len(data.validation_texts),
+    )
     built = build_text_model(
-        config.model, model_class=AutoModelForMaskedLM, ctx=ctx, data=data,
+        config.model,
+        model_class=AutoModelForMaskedLM,
+        ctx=ctx,
+        data=data,
         max_seq_len=config.max_seq_len,
     )
     job = _job(built, data, ctx, settings, probability=config.mlm_probability)
@@ -59,8 +65,14 @@ def run(ctx: TrialContext) -> dict[str, float]:
 
 
 def mask_tokens(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, *, special_ids: list[int],
-    probability: float, mask_id: int, vocab_size: int, generator: torch.Generator | None = None,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    special_ids: list[int],
+    probability: float,
+    mask_id: int,
+    vocab_size: int,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked inputs and labels (``IGNORE_INDEX`` where nothing is predicted).
 
@@ -84,8 +96,14 @@ def mask_tokens(
     return inputs, labels
 
 
-def _job(built: TextModel, data: TextData, ctx: TrialContext, settings: TrainSettings, *,
-         probability: float) -> TrainingJob:
+def _job(
+    built: TextModel,
+    data: TextData,
+    ctx: TrialContext,
+    settings: TrainSettings,
+    *,
+    probability: float,
+) -> TrainingJob:
     tokenizer, max_length = built.tokenizer, built.max_length
     train_ids = encode_texts(tokenizer, data.train_texts, max_length=max_length)
     validation_ids = encode_texts(tokenizer, data.validation_texts, max_length=max_length)
@@ -97,15 +115,23 @@ def _job(built: TextModel, data: TextData, ctx: TrialContext, settings: TrainSet
 
     def masked(sequences: list[list[int]], generator: torch.Generator | None) -> Batch:
         input_ids, attention_mask = pad_sequences(sequences, pad_id=pad_id, multiple_of=multiple)
-        inputs, labels = mask_tokens(input_ids, attention_mask, special_ids=special_ids,
-                                     probability=probability, mask_id=mask_id,
-                                     vocab_size=vocab_size, generator=generator)
+        inputs, labels = mask_tokens(
+            input_ids,
+            attention_mask,
+            special_ids=special_ids,
+            probability=probability,
+            mask_id=mask_id,
+            vocab_size=vocab_size,
+            generator=generator,
+        )
         return {"input_ids": inputs, "attention_mask": attention_mask, "labels": labels}
 
     generator = torch.Generator().manual_seed(VALIDATION_MASK_SEED)
     lengths = [len(ids) for ids in validation_ids]
-    validation = [masked([validation_ids[i] for i in rows], generator)
-                  for rows in sorted_batches(lengths, 2 * settings.batch_size)]
+    validation = [
+        masked([validation_ids[i] for i in rows], generator)
+        for rows in sorted_batches(lengths, 2 * settings.batch_size)
+    ]
 
     def compute_loss(forward: Forward, batch: Batch) -> torch.Tensor:
         loss: torch.Tensor = forward(**batch).loss
@@ -114,10 +140,14 @@ def _job(built: TextModel, data: TextData, ctx: TrialContext, settings: TrainSet
     def evaluate(forward: Forward) -> dict[str, float]:
         return _evaluate(forward, validation, torch.device(ctx.device))
 
-    return TrainingJob(model=built.model, tokenizer=tokenizer,
-                       train_lengths=[len(ids) for ids in train_ids],
-                       collate=lambda rows: masked([train_ids[i] for i in rows], None),
-                       compute_loss=compute_loss, evaluate=evaluate)
+    return TrainingJob(
+        model=built.model,
+        tokenizer=tokenizer,
+        train_lengths=[len(ids) for ids in train_ids],
+        collate=lambda rows: masked([train_ids[i] for i in rows], None),
+        compute_loss=compute_loss,
+        evaluate=evaluate,
+    )
 
 
 def _evaluate(forward: Forward, batches: list[Batch], device: torch.device) -> dict[str, float]:

@@ -44,20 +44,30 @@ def run(ctx: TrialContext) -> dict[str, float]:
     settings = TrainSettings.from_context(ctx)
     seed_everything(ctx.seed)
     data = load_text_data(config.dataset, ctx.dataset_roots, with_labels=True)
-    ctx.set_info(dataset_fingerprint=data.fingerprint, n_train=len(data.train_texts),
-                 n_validation=len(data.validation_texts), num_labels=data.num_labels)
+    ctx.set_info(
+        dataset_fingerprint=data.fingerprint,
+        n_train=len(data.train_texts),
+        n_validation=len(data.validation_texts),
+        num_labels=data.num_labels,
+    )
     names = data.label_names or []
     built = build_text_model(
-        config.model, model_class=AutoModelForSequenceClassification, ctx=ctx, data=data,
-        max_seq_len=config.max_seq_len, num_labels=len(names),
-        id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)},
+        config.model,
+        model_class=AutoModelForSequenceClassification,
+        ctx=ctx,
+        data=data,
+        max_seq_len=config.max_seq_len,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
     )
     job = _job(built, data, ctx, settings)
     return train(job, settings, ctx)
 
 
-def _job(built: TextModel, data: TextData, ctx: TrialContext,
-         settings: TrainSettings) -> TrainingJob:
+def _job(
+    built: TextModel, data: TextData, ctx: TrialContext, settings: TrainSettings
+) -> TrainingJob:
     tokenizer, max_length = built.tokenizer, built.max_length
     train_ids = encode_texts(tokenizer, data.train_texts, max_length=max_length)
     validation_ids = encode_texts(tokenizer, data.validation_texts, max_length=max_length)
@@ -68,49 +78,69 @@ def _job(built: TextModel, data: TextData, ctx: TrialContext,
     smoothing = float(ctx.params.get("label_smoothing", 0.0))
 
     def collate(indices: list[int]) -> Batch:
-        return _batch([train_ids[i] for i in indices], [train_labels[i] for i in indices],
-                      pad_id, multiple)
+        return _batch(
+            [train_ids[i] for i in indices], [train_labels[i] for i in indices], pad_id, multiple
+        )
 
-    validation = _validation_batches(validation_ids, data.validation_labels or [],
-                                     2 * settings.batch_size, pad_id, multiple)
+    validation = _validation_batches(
+        validation_ids, data.validation_labels or [], 2 * settings.batch_size, pad_id, multiple
+    )
 
     def compute_loss(forward: Forward, batch: Batch) -> torch.Tensor:
-        logits = forward(input_ids=batch["input_ids"],
-                         attention_mask=batch["attention_mask"]).logits
+        logits = forward(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
         return F.cross_entropy(logits.float(), batch["labels"], label_smoothing=smoothing)
 
     def evaluate(forward: Forward) -> dict[str, float]:
         return _evaluate(forward, validation, torch.device(ctx.device))
 
-    return TrainingJob(model=built.model, tokenizer=tokenizer,
-                       train_lengths=[len(ids) for ids in train_ids], collate=collate,
-                       compute_loss=compute_loss, evaluate=evaluate)
+    return TrainingJob(
+        model=built.model,
+        tokenizer=tokenizer,
+        train_lengths=[len(ids) for ids in train_ids],
+        collate=collate,
+        compute_loss=compute_loss,
+        evaluate=evaluate,
+    )
 
 
-def _batch(sequences: Sequence[Sequence[int]], labels: Sequence[int], pad_id: int,
-           multiple: int) -> Batch:
+def _batch(
+    sequences: Sequence[Sequence[int]], labels: Sequence[int], pad_id: int, multiple: int
+) -> Batch:
     input_ids, attention_mask = pad_sequences(sequences, pad_id=pad_id, multiple_of=multiple)
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "labels": torch.tensor(labels, dtype=torch.long)}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": torch.tensor(labels, dtype=torch.long),
+    }
 
 
-def _validation_batches(ids: list[list[int]], labels: list[int], batch_size: int,
-                        pad_id: int, multiple: int) -> list[Batch]:
+def _validation_batches(
+    ids: list[list[int]], labels: list[int], batch_size: int, pad_id: int, multiple: int
+) -> list[Batch]:
     lengths = [len(sequence) for sequence in ids]
-    return [_batch([ids[i] for i in rows], [labels[i] for i in rows], pad_id, multiple)
-            for rows in sorted_batches(lengths, batch_size)]
+    return [
+        _batch([ids[i] for i in rows], [labels[i] for i in rows], pad_id, multiple)
+        for rows in sorted_batches(lengths, batch_size)
+    ]
 
 
 def _evaluate(forward: Forward, batches: list[Batch], device: torch.device) -> dict[str, float]:
     loss_sum, predictions, targets = 0.0, [], []
     for batch in batches:
         labels = batch["labels"].to(device)
-        logits = forward(input_ids=batch["input_ids"].to(device),
-                         attention_mask=batch["attention_mask"].to(device)).logits.float()
+        logits = forward(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+        ).logits.float()
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         predictions.append(logits.argmax(dim=-1).cpu())
         targets.append(labels.cpu())
     predicted, actual = torch.cat(predictions), torch.cat(targets)
     accuracy, f1_macro = accuracy_and_macro_f1(predicted, actual)
-    return {"val_accuracy": accuracy, "val_f1_macro": f1_macro,
-            "val_loss": loss_sum / max(1, actual.numel())}
+    return {
+        "val_accuracy": accuracy,
+        "val_f1_macro": f1_macro,
+        "val_loss": loss_sum / max(1, actual.numel()),
+    }

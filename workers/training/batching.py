@@ -23,7 +23,10 @@ Batch = dict[str, torch.Tensor]
 
 
 def bucketed_batches(
-    lengths: Sequence[int], batch_size: int, *, seed: int,
+    lengths: Sequence[int],
+    batch_size: int,
+    *,
+    seed: int,
     batches_per_bucket: int = BATCHES_PER_BUCKET,
 ) -> list[list[int]]:
     """Example indices grouped into batches of similar length, in seeded order.
@@ -37,8 +40,8 @@ def bucketed_batches(
     bucket = batch_size * batches_per_bucket
     batches: list[list[int]] = []
     for start in range(0, len(order), bucket):
-        ranked = sorted(order[start:start + bucket], key=lambda i: lengths[i])
-        batches.extend(ranked[i:i + batch_size] for i in range(0, len(ranked), batch_size))
+        ranked = sorted(order[start : start + bucket], key=lambda i: lengths[i])
+        batches.extend(ranked[i : i + batch_size] for i in range(0, len(ranked), batch_size))
     rng.shuffle(batches)
     return batches
 
@@ -46,7 +49,7 @@ def bucketed_batches(
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Batches in length order, for evaluation (no shuffling needed, least padding)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def pad_sequences(
@@ -61,8 +64,8 @@ def pad_sequences(
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, sequence in enumerate(sequences):
-        input_ids[row, :len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
-        attention_mask[row, :len(sequence)] = 1
+        input_ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+        attention_mask[row, : len(sequence)] = 1
     return input_ids, attention_mask
 
 
@@ -95,8 +98,9 @@ class StepPlan:
         limit = self.settings.max_steps
         return planned if limit is None else min(planned, limit)
 
-    def steps(self, *, from_epoch: int = 0, from_step_in_epoch: int = 0,
-              done: int = 0) -> Iterator[PlannedStep]:
+    def steps(
+        self, *, from_epoch: int = 0, from_step_in_epoch: int = 0, done: int = 0
+    ) -> Iterator[PlannedStep]:
         """The steps still to run after ``done`` steps (``from_*`` locate them)."""
         step = done
         for epoch in range(from_epoch, self.settings.max_epochs):
@@ -115,4 +119,4 @@ class StepPlan:
             self.lengths, self.settings.batch_size, seed=self.settings.seed * 100_003 + epoch
         )
         size = self.settings.grad_accum_steps
-        return [batches[i:i + size] for i in range(0, len(batches), size)]
+        return [batches[i : i + size] for i in range(0, len(batches), size)]

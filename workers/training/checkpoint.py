@@ -43,8 +43,13 @@ class Position:
 
 
 def save_checkpoint(
-    directory: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler, position: Position, fingerprint: str,
+    directory: Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    position: Position,
+    fingerprint: str,
 ) -> None:
     """Write a checkpoint at ``directory``, replacing the previous one atomically."""
     tensors = {
@@ -71,8 +76,12 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    directory: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler, fingerprint: str,
+    directory: Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    fingerprint: str,
 ) -> Position | None:
     """Restore the checkpoint at ``directory`` into the given objects.
 

@@ -114,8 +114,10 @@ def train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict[
     try:
         return _train(job, settings, ctx)
     except OOM_ERRORS as exc:
-        message = (f"out of memory on {settings.device} (batch_size={settings.batch_size}, "
-                   f"grad_accum_steps={settings.grad_accum_steps}): {exc}")
+        message = (
+            f"out of memory on {settings.device} (batch_size={settings.batch_size}, "
+            f"grad_accum_steps={settings.grad_accum_steps}): {exc}"
+        )
     # Raised outside the handler so the traceback, which holds the device
     # tensors of the failed step, is gone before the memory is released.
     release_device_memory()
@@ -127,14 +129,22 @@ def _train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict
     plan = StepPlan(job.train_lengths, settings)
     fingerprint = run_fingerprint(settings, ctx)
     start = load_checkpoint(
-        session.checkpoint_dir, model=session.model, optimizer=session.optimizer,
-        scheduler=session.scheduler, fingerprint=fingerprint,
+        session.checkpoint_dir,
+        model=session.model,
+        optimizer=session.optimizer,
+        scheduler=session.scheduler,
+        fingerprint=fingerprint,
     ) or Position(step=0, epoch=0, step_in_epoch=0)
-    ctx.log.info("training %d optimizer steps (%d per epoch), from step %d",
-                 plan.total_steps, plan.steps_per_epoch, start.step)
+    ctx.log.info(
+        "training %d optimizer steps (%d per epoch), from step %d",
+        plan.total_steps,
+        plan.steps_per_epoch,
+        start.step,
+    )
     position, metrics, evaluated_at = start, {}, start.step
-    for planned in plan.steps(from_epoch=start.epoch, from_step_in_epoch=start.step_in_epoch,
-                              done=start.step):
+    for planned in plan.steps(
+        from_epoch=start.epoch, from_step_in_epoch=start.step_in_epoch, done=start.step
+    ):
         loss = _optimizer_step(session, planned.micro_batches)
         position = Position(planned.step, planned.epoch, planned.step_in_epoch)
         if not math.isfinite(loss):
@@ -142,9 +152,14 @@ def _train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict
             break
         if _evaluates_after(planned, settings, plan.total_steps):
             metrics = _evaluate(session)
-            save_checkpoint(session.checkpoint_dir, model=session.model,
-                            optimizer=session.optimizer, scheduler=session.scheduler,
-                            position=position, fingerprint=fingerprint)
+            save_checkpoint(
+                session.checkpoint_dir,
+                model=session.model,
+                optimizer=session.optimizer,
+                scheduler=session.scheduler,
+                position=position,
+                fingerprint=fingerprint,
+            )
             _report(session, position.step, metrics)
             evaluated_at = position.step
     if evaluated_at != position.step or not metrics:
@@ -163,9 +178,14 @@ def _open_session(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) 
     optimizer = build_optimizer(model, settings)
     total_steps = StepPlan(job.train_lengths, settings).total_steps
     return _Session(
-        job=job, settings=settings, ctx=ctx, device=device, model=model,
+        job=job,
+        settings=settings,
+        ctx=ctx,
+        device=device,
+        model=model,
         forward=compiled(model, enabled=settings.compile, device=device),
-        optimizer=optimizer, scheduler=build_scheduler(optimizer, settings, total_steps),
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, settings, total_steps),
         penalised=decayed_parameters(model)[0],
     )
 
@@ -176,8 +196,9 @@ def _optimizer_step(session: _Session, micro_batches: list[list[int]]) -> float:
     session.model.train()
     total = torch.zeros((), device=device)
     for indices in micro_batches:
-        batch = {k: v.to(device, non_blocking=True)
-                 for k, v in session.job.collate(indices).items()}
+        batch = {
+            k: v.to(device, non_blocking=True) for k, v in session.job.collate(indices).items()
+        }
         with autocast_for(device):
             loss = session.job.compute_loss(session.forward, batch)
         if settings.l1_penalty > 0:

@@ -35,8 +35,13 @@ class TextModel:
 
 
 def build_text_model(
-    spec: ScratchModel | PretrainedModel, *, model_class: Any, ctx: TrialContext,
-    data: TextData, max_seq_len: int, **head: Any,
+    spec: ScratchModel | PretrainedModel,
+    *,
+    model_class: Any,
+    ctx: TrialContext,
+    data: TextData,
+    max_seq_len: int,
+    **head: Any,
 ) -> TextModel:
     """The model a task trains, with the tokenizer that feeds it.
 
@@ -52,19 +57,26 @@ def build_text_model(
     """
     if isinstance(spec, ScratchModel):
         tokenizer = scratch_tokenizer(
-            data.train_texts, vocab_size=spec.vocab_size, fingerprint=data.fingerprint,
-            cache_dir=ctx.cache_dir, max_length=max_seq_len,
+            data.train_texts,
+            vocab_size=spec.vocab_size,
+            fingerprint=data.fingerprint,
+            cache_dir=ctx.cache_dir,
+            max_length=max_seq_len,
         )
         config = scratch_bert_config(
-            ctx.params, vocab_size=len(tokenizer), max_seq_len=max_seq_len,
-            pad_token_id=tokenizer.pad_token_id, **head,
+            ctx.params,
+            vocab_size=len(tokenizer),
+            max_seq_len=max_seq_len,
+            pad_token_id=tokenizer.pad_token_id,
+            **head,
         )
         model = model_class.from_config(config, attn_implementation="sdpa")
         return TextModel(model, tokenizer, max_seq_len)
     source, local = resolve_pretrained(spec, ctx.dataset_roots)
     # The model first: its failure message explains hub access best.
-    model = load_pretrained(model_class, source, local=local, revision=spec.revision,
-                            params=ctx.params, **head)
+    model = load_pretrained(
+        model_class, source, local=local, revision=spec.revision, params=ctx.params, **head
+    )
     tokenizer = pretrained_tokenizer(source, revision=spec.revision)
     limit = int(getattr(model.config, "max_position_embeddings", max_seq_len))
     if limit < max_seq_len:
@@ -73,7 +85,11 @@ def build_text_model(
 
 
 def scratch_bert_config(
-    params: dict[str, Any], *, vocab_size: int, max_seq_len: int, pad_token_id: int,
+    params: dict[str, Any],
+    *,
+    vocab_size: int,
+    max_seq_len: int,
+    pad_token_id: int,
     **extra: Any,
 ) -> BertConfig:
     """A ``BertConfig`` sized by the trial's hyperparameters.
@@ -112,8 +128,13 @@ def resolve_pretrained(spec: PretrainedModel, roots: list[Path]) -> tuple[str, b
 
 
 def load_pretrained(
-    model_class: Any, source: str, *, local: bool, revision: str | None,
-    params: dict[str, Any], **config_overrides: Any,
+    model_class: Any,
+    source: str,
+    *,
+    local: bool,
+    revision: str | None,
+    params: dict[str, Any],
+    **config_overrides: Any,
 ) -> Any:
     """``model_class.from_pretrained`` with the trial's dropouts and SDPA attention.
 
@@ -126,7 +147,10 @@ def load_pretrained(
         _set_dropouts(config, params)
         # A checkpoint's own head (another label count) is replaced, not an error.
         return model_class.from_pretrained(
-            source, config=config, revision=revision, attn_implementation="sdpa",
+            source,
+            config=config,
+            revision=revision,
+            attn_implementation="sdpa",
             ignore_mismatched_sizes=True,
         )
     except Exception as exc:
@@ -154,9 +178,13 @@ def _load_failure(source: str, local: bool, exc: Exception) -> str:
     first_line = next(iter(str(exc).strip().splitlines()), "")
     reason = f"{type(exc).__name__}: {first_line}"
     if local:
-        return (f"could not load the model folder {source!r} ({reason}); it must hold a "
-                "transformers checkpoint (config.json and weights)")
-    return (f"could not load {source!r} from the Hugging Face hub ({reason}). A hub id "
-            "needs internet access on the worker (and HF_HUB_OFFLINE unset); on an offline "
-            "machine, save the checkpoint to a folder below HPO_DATASET_ROOTS and set "
-            "model.name_or_path to that folder")
+        return (
+            f"could not load the model folder {source!r} ({reason}); it must hold a "
+            "transformers checkpoint (config.json and weights)"
+        )
+    return (
+        f"could not load {source!r} from the Hugging Face hub ({reason}). A hub id "
+        "needs internet access on the worker (and HF_HUB_OFFLINE unset); on an offline "
+        "machine, save the checkpoint to a folder below HPO_DATASET_ROOTS and set "
+        "model.name_or_path to that folder"
+    )

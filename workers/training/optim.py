@@ -42,7 +42,10 @@ def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Op
     if settings.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=settings.learning_rate, momentum=settings.momentum)
     return torch.optim.AdamW(
-        groups, lr=settings.learning_rate, betas=(0.9, 0.999), eps=1e-8,
+        groups,
+        lr=settings.learning_rate,
+        betas=(0.9, 0.999),
+        eps=1e-8,
         fused=settings.device.startswith("cuda"),
     )
 
@@ -70,8 +73,9 @@ def build_scheduler(
     warmup_steps = round(settings.warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
-        return lr_factor(step, total_steps=total_steps, warmup_steps=warmup_steps,
-                         schedule=settings.lr_schedule)
+        return lr_factor(
+            step, total_steps=total_steps, warmup_steps=warmup_steps, schedule=settings.lr_schedule
+        )
 
     return LambdaLR(optimizer, factor)
 
