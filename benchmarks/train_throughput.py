@@ -48,8 +48,12 @@ SECTION = "## Training throughput"
 # Dense bf16 peak of common accelerators, FLOP/s (vendor data sheets, no sparsity).
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
 SMALL = {"num_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512}
-BERT_BASE = {"num_layers": 12, "hidden_size": 768, "num_attention_heads": 12,
-             "intermediate_size": 3072}
+BERT_BASE = {
+    "num_layers": 12,
+    "hidden_size": 768,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+}
 
 
 @dataclass(frozen=True)
@@ -76,12 +80,17 @@ def main() -> None:
         return
     device = args.device if args.device != "auto" else _detect_device()
     with tempfile.TemporaryDirectory(prefix="throughput-") as scratch:
-        csv_path = _write_dataset(Path(scratch), n_rows=_rows_needed(args), seed=0,
-                                  reviews_per_example=args.reviews_per_example)
+        csv_path = _write_dataset(
+            Path(scratch),
+            n_rows=_rows_needed(args),
+            seed=0,
+            reviews_per_example=args.reviews_per_example,
+        )
         cases = _cases(args, device, csv_path, Path(scratch) / "cache")
         # Repeats are interleaved so that a slow spell of the machine hits every case.
-        runs = [run_in_subprocess(case, i) for _ in range(args.repeats)
-                for i, case in enumerate(cases)]
+        runs = [
+            run_in_subprocess(case, i) for _ in range(args.repeats) for i, case in enumerate(cases)
+        ]
         results = [_best_of([r for r in runs if r["case"] == i]) for i in range(len(cases))]
     table = render_markdown(results, args, device)
     print(table)
@@ -97,10 +106,18 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=5, help="steps not measured")
     parser.add_argument("--max-seq-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5, help="runs per case (fastest kept)")
-    parser.add_argument("--reviews-per-example", type=int, default=4,
-                        help="generated reviews joined into one example (sets the length)")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="bf16 peak of the GPU, for MFU (default: known models)")
+    parser.add_argument(
+        "--reviews-per-example",
+        type=int,
+        default=4,
+        help="generated reviews joined into one example (sets the length)",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="bf16 peak of the GPU, for MFU (default: known models)",
+    )
     parser.add_argument("--write", default=None, help="update this RESULTS.md section")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -123,10 +140,13 @@ def _write_dataset(folder: Path, *, n_rows: int, seed: int, reviews_per_example:
 
     from workers.data.sentiment import generate_reviews
 
-    texts, labels = generate_reviews(n_rows * reviews_per_example, seed=seed, stream="train",
-                                     label_noise=0.05)
-    rows = [(" ".join(texts[i:i + reviews_per_example]), labels[i + reviews_per_example - 1])
-            for i in range(0, n_rows * reviews_per_example, reviews_per_example)]
+    texts, labels = generate_reviews(
+        n_rows * reviews_per_example, seed=seed, stream="train", label_noise=0.05
+    )
+    rows = [
+        (" ".join(texts[i : i + reviews_per_example]), labels[i + reviews_per_example - 1])
+        for i in range(0, n_rows * reviews_per_example, reviews_per_example)
+    ]
     path = folder / "reviews.csv"
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
     return path
@@ -134,14 +154,25 @@ def _write_dataset(folder: Path, *, n_rows: int, seed: int, reviews_per_example:
 
 def _cases(args: argparse.Namespace, device: str, csv_path: Path, cache: Path) -> list[Case]:
     def case(runner: str, label: str, architecture: dict[str, int]) -> Case:
-        return Case(runner=runner, label=label, architecture=architecture,
-                    batch_size=args.batch_size, steps=args.steps + args.warmup_steps,
-                    warmup_steps=args.warmup_steps, max_seq_len=args.max_seq_len,
-                    data_csv=str(csv_path), cache_dir=str(cache), device=device)
+        return Case(
+            runner=runner,
+            label=label,
+            architecture=architecture,
+            batch_size=args.batch_size,
+            steps=args.steps + args.warmup_steps,
+            warmup_steps=args.warmup_steps,
+            max_seq_len=args.max_seq_len,
+            data_csv=str(csv_path),
+            cache_dir=str(cache),
+            device=device,
+        )
 
     sizes = [("small", SMALL)] + ([("bert-base", BERT_BASE)] if device == "cuda" else [])
-    return [case(runner, label, arch) for label, arch in sizes
-            for runner in ("ours", "trainer", "trainer-grouped")]
+    return [
+        case(runner, label, arch)
+        for label, arch in sizes
+        for runner in ("ours", "trainer", "trainer-grouped")
+    ]
 
 
 def _best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,6 +205,7 @@ def run_in_subprocess(case: Case, index: int) -> dict[str, Any]:
 
 # --- inside the measuring process ----------------------------------------------------
 
+
 class StepTimer:
     """Wraps the model class's forward; notes each training step's start and tokens."""
 
@@ -189,8 +221,7 @@ class StepTimer:
             if model.training:
                 synchronize()  # on CUDA: the time a step really starts
                 mask = kwargs["attention_mask"]
-                records.append((time.perf_counter(), int(mask.sum()), mask.numel(),
-                                mask.shape[0]))
+                records.append((time.perf_counter(), int(mask.sum()), mask.numel(), mask.shape[0]))
             return original(model, *args, **kwargs)
 
         model_class.forward = forward
@@ -201,9 +232,14 @@ class StepTimer:
         seconds = steady[-1][0] - steady[0][0]
         timed = steady[:-1]
         real, padded = sum(r[1] for r in timed), sum(r[2] for r in timed)
-        return {"tokens_per_s": real / seconds, "padded_tokens_per_s": padded / seconds,
-                "padding_share": 1 - real / padded, "steps_per_s": len(timed) / seconds,
-                "measured_steps": len(timed), "mean_width": padded / sum(r[3] for r in timed)}
+        return {
+            "tokens_per_s": real / seconds,
+            "padded_tokens_per_s": padded / seconds,
+            "padding_share": 1 - real / padded,
+            "steps_per_s": len(timed) / seconds,
+            "measured_steps": len(timed),
+            "mean_width": padded / sum(r[3] for r in timed),
+        }
 
 
 def measure(case: Case) -> dict[str, Any]:
@@ -212,13 +248,15 @@ def measure(case: Case) -> dict[str, Any]:
     from transformers import BertForSequenceClassification
 
     cuda = case.device == "cuda"
-    timer = StepTimer(BertForSequenceClassification,
-                      torch.cuda.synchronize if cuda else (lambda: None))
+    timer = StepTimer(
+        BertForSequenceClassification, torch.cuda.synchronize if cuda else (lambda: None)
+    )
     params_m = (_run_ours if case.runner == "ours" else _run_trainer)(case)
     figures: dict[str, Any] = dict(timer.summary(case.warmup_steps))
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    figures.update(runner=case.runner, label=case.label, params_m=params_m,
-                   peak_rss_mib=rss_kib / 1024)
+    figures.update(
+        runner=case.runner, label=case.label, params_m=params_m, peak_rss_mib=rss_kib / 1024
+    )
     if cuda:
         figures["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
         figures["gpu"] = torch.cuda.get_device_name()
@@ -243,17 +281,30 @@ def _run_ours(case: Case) -> float:
     declaration = get_declaration("text-classification")
     assert declaration is not None
     config = TextClassificationConfig(
-        dataset=_dataset_spec(case), model=ScratchModel(vocab_size=8000),
-        max_epochs=1, max_seq_len=case.max_seq_len, max_steps=case.steps,
+        dataset=_dataset_spec(case),
+        model=ScratchModel(vocab_size=8000),
+        max_epochs=1,
+        max_seq_len=case.max_seq_len,
+        max_steps=case.steps,
     )
-    params = {**declaration.defaults(), **case.architecture, "batch_size": case.batch_size,
-              "learning_rate": 5e-4, "warmup_ratio": 0.1}
+    params = {
+        **declaration.defaults(),
+        **case.architecture,
+        "batch_size": case.batch_size,
+        "learning_rate": 5e-4,
+        "warmup_ratio": 0.1,
+    }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as work:
         ctx = TrialContext(
-            trial=optuna.create_study(direction="maximize").ask(), params=params,
-            config=config.model_dump(mode="json"), objective_metrics=["val_accuracy"], seed=0,
-            device=case.device, work_dir=Path(work), cache_dir=Path(case.cache_dir),
+            trial=optuna.create_study(direction="maximize").ask(),
+            params=params,
+            config=config.model_dump(mode="json"),
+            objective_metrics=["val_accuracy"],
+            seed=0,
+            device=case.device,
+            work_dir=Path(work),
+            cache_dir=Path(case.cache_dir),
             dataset_roots=[Path(case.data_csv).parent],
         )
         return float(run(ctx)["params_m"])
@@ -273,28 +324,52 @@ def _run_trainer(case: Case) -> float:
 
     torch.manual_seed(0)
     data = load_text_data(_dataset_spec(case), [Path(case.data_csv).parent], with_labels=True)
-    tokenizer = scratch_tokenizer(data.train_texts, vocab_size=8000, fingerprint=data.fingerprint,
-                                  cache_dir=Path(case.cache_dir), max_length=case.max_seq_len)
+    tokenizer = scratch_tokenizer(
+        data.train_texts,
+        vocab_size=8000,
+        fingerprint=data.fingerprint,
+        cache_dir=Path(case.cache_dir),
+        max_length=case.max_seq_len,
+    )
     ids = encode_texts(tokenizer, data.train_texts, max_length=case.max_seq_len)
     labels = data.train_labels or []
     rows = [{"input_ids": x, "labels": y} for x, y in zip(ids, labels, strict=True)]
     params = {**case.architecture, "hidden_dropout": 0.1, "attention_dropout": 0.1}
-    config = scratch_bert_config(params, vocab_size=len(tokenizer),
-                                 max_seq_len=case.max_seq_len,
-                                 pad_token_id=tokenizer.pad_token_id, num_labels=2)
+    config = scratch_bert_config(
+        params,
+        vocab_size=len(tokenizer),
+        max_seq_len=case.max_seq_len,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=2,
+    )
     model = AutoModelForSequenceClassification.from_config(  # type: ignore[no-untyped-call]
-        config, attn_implementation="sdpa")
+        config, attn_implementation="sdpa"
+    )
     cuda = case.device == "cuda"
     with tempfile.TemporaryDirectory() as output:
         arguments = TrainingArguments(
-            output_dir=output, per_device_train_batch_size=case.batch_size,
-            max_steps=case.steps, learning_rate=5e-4, weight_decay=0.01, max_grad_norm=1.0,
-            warmup_steps=round(0.1 * case.steps), lr_scheduler_type="linear",
-            optim="adamw_torch_fused" if cuda else "adamw_torch", bf16=cuda, tf32=cuda,
-            use_cpu=not cuda, eval_strategy="no", save_strategy="no", logging_strategy="no",
-            report_to=[], disable_tqdm=True, dataloader_num_workers=0, seed=0,
+            output_dir=output,
+            per_device_train_batch_size=case.batch_size,
+            max_steps=case.steps,
+            learning_rate=5e-4,
+            weight_decay=0.01,
+            max_grad_norm=1.0,
+            warmup_steps=round(0.1 * case.steps),
+            lr_scheduler_type="linear",
+            optim="adamw_torch_fused" if cuda else "adamw_torch",
+            bf16=cuda,
+            tf32=cuda,
+            use_cpu=not cuda,
+            eval_strategy="no",
+            save_strategy="no",
+            logging_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            seed=0,
             train_sampling_strategy=(
-                "group_by_length" if case.runner == "trainer-grouped" else "random"),
+                "group_by_length" if case.runner == "trainer-grouped" else "random"
+            ),
         )
         collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if cuda else None)
         Trainer(model=model, args=arguments, train_dataset=rows, data_collator=collator).train()
@@ -311,15 +386,19 @@ def _training_flops_per_token(case: Case, width: float) -> float:
 
 # --- report --------------------------------------------------------------------------
 
+
 def render_markdown(results: list[dict[str, Any]], args: argparse.Namespace, device: str) -> str:
     """The RESULTS.md section: command, machine, date, and one row per case."""
     command = "python benchmarks/train_throughput.py " + " ".join(
-        shlex.quote(a) for a in sys.argv[1:])
+        shlex.quote(a) for a in sys.argv[1:]
+    )
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         f"Command: `{command.strip()}`  ",
         f"Machine: {_machine(device, results)}  ",
-        f"Date: {datetime.date.today().isoformat()}", "",
+        f"Date: {datetime.date.today().isoformat()}",
+        "",
         f"Examples are {args.reviews_per_example} builtin sentiment reviews joined (cut at "
         f"{args.max_seq_len} tokens). "
         f"Same BERT classifier, token ids, batch size ({args.batch_size}), AdamW and linear "
@@ -327,19 +406,25 @@ def render_markdown(results: list[dict[str, Any]], args: argparse.Namespace, dev
         f"steps, each case in its own process, {args.repeats} interleaved runs per case "
         "(the fastest shown, all listed; highest peak memory of all). Tokens are real "
         "(non-padding) tokens; "
-        "`trainer-grouped` is the Trainer with `train_sampling_strategy=\"group_by_length\"`.",
+        '`trainer-grouped` is the Trainer with `train_sampling_strategy="group_by_length"`.',
         "",
     ]
     cuda = device == "cuda"
-    header = ("| model | loop | params (M) | tokens/s (best) | all runs | steps/s | padding "
-              "| peak RSS (MiB) |")
-    lines += [header + (" peak CUDA (MiB) | MFU |" if cuda else ""),
-              "|---" * (10 if cuda else 8) + "|"]
+    header = (
+        "| model | loop | params (M) | tokens/s (best) | all runs | steps/s | padding "
+        "| peak RSS (MiB) |"
+    )
+    lines += [
+        header + (" peak CUDA (MiB) | MFU |" if cuda else ""),
+        "|---" * (10 if cuda else 8) + "|",
+    ]
     for r in results:
         every = ", ".join(f"{v:,.0f}" for v in r["all_tokens_per_s"])
-        row = (f"| {r['label']} | {r['runner']} | {r['params_m']:.2f} | {r['tokens_per_s']:,.0f} "
-               f"| {every} | {r['steps_per_s']:.2f} | {r['padding_share']:.0%} "
-               f"| {r['peak_rss_mib']:,.0f} |")
+        row = (
+            f"| {r['label']} | {r['runner']} | {r['params_m']:.2f} | {r['tokens_per_s']:,.0f} "
+            f"| {every} | {r['steps_per_s']:.2f} | {r['padding_share']:.0%} "
+            f"| {r['peak_rss_mib']:,.0f} |"
+        )
         if cuda:
             row += f" {r['peak_cuda_mib']:,.0f} | {_mfu(r, args.peak_tflops)} |"
         lines.append(row)
@@ -351,11 +436,14 @@ def _ratios(results: list[dict[str, Any]]) -> list[str]:
     lines = []
     for label in dict.fromkeys(r["label"] for r in results):
         rate = {r["runner"]: r["tokens_per_s"] for r in results if r["label"] == label}
-        others = ", ".join(f"{rate['ours'] / rate[runner]:.2f}x `{runner}`"
-                           for runner in rate if runner != "ours")
+        others = ", ".join(
+            f"{rate['ours'] / rate[runner]:.2f}x `{runner}`" for runner in rate if runner != "ours"
+        )
         arch = SMALL if label == "small" else BERT_BASE
-        shape = (f"{arch['num_layers']} layers, hidden {arch['hidden_size']}, "
-                 f"{arch['num_attention_heads']} heads, FFN {arch['intermediate_size']}")
+        shape = (
+            f"{arch['num_layers']} layers, hidden {arch['hidden_size']}, "
+            f"{arch['num_attention_heads']} heads, FFN {arch['intermediate_size']}"
+        )
         lines.append(f"- {label} ({shape}): ours runs at {others} (best runs compared).")
     return lines
 
@@ -373,8 +461,14 @@ def _machine(device: str, results: list[dict[str, Any]]) -> str:
 
 
 def _mfu(result: dict[str, Any], peak_tflops: float | None) -> str:
-    peak = peak_tflops * 1e12 if peak_tflops else next(
-        (flops for name, flops in PEAK_BF16_FLOPS.items() if name in result.get("gpu", "")), None)
+    peak = (
+        peak_tflops * 1e12
+        if peak_tflops
+        else next(
+            (flops for name, flops in PEAK_BF16_FLOPS.items() if name in result.get("gpu", "")),
+            None,
+        )
+    )
     if peak is None:
         return "n/a (pass --peak-tflops)"
     return f"{result['tokens_per_s'] * result['flops_per_token'] / peak:.1%}"
@@ -388,8 +482,9 @@ def write_section(path: Path, section: str) -> None:
     if start is None:
         updated = text.rstrip("\n") + "\n\n" + section
     else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
         tail = "".join(lines[end:])
         updated = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
     path.write_text(updated)

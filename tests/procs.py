@@ -90,3 +90,33 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> int | None
         except ProcessLookupError:
             pass
     return proc.returncode
+
+
+def start_mlflow_server(
+    backend_uri: str, artifacts: Path, port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    """A real MLflow tracking server (one worker, no job runner: ready in seconds)."""
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    out = log.open("ab")
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", timeout=120, proc=proc)
+    return proc

@@ -35,11 +35,17 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def _rows(n: int = 40) -> list[dict[str, Any]]:
-    return [{"text": f"review number {i} was {'good' if i % 2 else 'bad'}",
-             "label": "pos" if i % 2 else "neg"} for i in range(n)]
+    return [
+        {
+            "text": f"review number {i} was {'good' if i % 2 else 'bad'}",
+            "label": "pos" if i % 2 else "neg",
+        }
+        for i in range(n)
+    ]
 
 
 # --- the builtin sentiment generator -------------------------------------------------
+
 
 def test_sentiment_is_deterministic_balanced_and_streams_are_independent() -> None:
     texts, labels = generate_reviews(500, seed=3, stream="train", label_noise=0.05)
@@ -91,6 +97,7 @@ def test_builtin_dataset_has_named_labels_and_fingerprint(tmp_path: Path) -> Non
 
 # --- local files ---------------------------------------------------------------------
 
+
 def test_csv_with_string_labels_is_split_per_class(tmp_path: Path) -> None:
     rows = _rows(40) + [{"text": "so so", "label": "neutral"}] * 10
     path = _write_csv(tmp_path / "reviews.csv", rows)
@@ -102,18 +109,29 @@ def test_csv_with_string_labels_is_split_per_class(tmp_path: Path) -> None:
 
 def test_jsonl_parquet_and_validation_path(tmp_path: Path) -> None:
     train = tmp_path / "train.jsonl"
-    train.write_text("\n".join(json.dumps({"body": f"text {i}", "stars": i % 3 + 1})
-                               for i in range(30)))
+    train.write_text(
+        "\n".join(json.dumps({"body": f"text {i}", "stars": i % 3 + 1}) for i in range(30))
+    )
     validation = tmp_path / "validation.parquet"
     pd.DataFrame({"body": ["a", "b", "c"], "stars": [3, 1, 2]}).to_parquet(validation)
-    data = _load({"source": "jsonl", "path": str(train), "text_column": "body",
-                  "label_column": "stars"}, [tmp_path])
+    data = _load(
+        {"source": "jsonl", "path": str(train), "text_column": "body", "label_column": "stars"},
+        [tmp_path],
+    )
     # Integer labels sort numerically.
     assert data.label_names == ["1", "2", "3"]
     table = tmp_path / "train.parquet"
     pd.read_json(train, lines=True).to_parquet(table)
-    data = _load({"source": "parquet", "path": str(table), "validation_path": str(validation),
-                  "text_column": "body", "label_column": "stars"}, [tmp_path])
+    data = _load(
+        {
+            "source": "parquet",
+            "path": str(table),
+            "validation_path": str(validation),
+            "text_column": "body",
+            "label_column": "stars",
+        },
+        [tmp_path],
+    )
     assert data.validation_texts == ["a", "b", "c"]
     assert data.validation_labels == [2, 0, 1]
 
@@ -122,8 +140,7 @@ def test_validation_label_unseen_in_training(tmp_path: Path) -> None:
     train = _write_csv(tmp_path / "train.csv", _rows(20))
     validation = _write_csv(tmp_path / "validation.csv", [{"text": "meh", "label": "neutral"}])
     with pytest.raises(DatasetError, match="'neutral' never occur in the training"):
-        _load({"source": "csv", "path": str(train), "validation_path": str(validation)},
-              [tmp_path])
+        _load({"source": "csv", "path": str(train), "validation_path": str(validation)}, [tmp_path])
 
 
 def test_plain_text_corpus(tmp_path: Path) -> None:
@@ -145,6 +162,7 @@ def test_fingerprint_follows_file_contents(tmp_path: Path) -> None:
 
 # --- clear errors before training ----------------------------------------------------
 
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="does not exist"):
         _load({"source": "csv", "path": str(tmp_path / "nope.csv")}, [tmp_path])
@@ -155,8 +173,12 @@ def test_paths_outside_the_roots(tmp_path: Path) -> None:
     root.mkdir()
     outside = _write_csv(tmp_path / "secret.csv", _rows(10))
     (root / "link.csv").symlink_to(outside)
-    for path in (str(outside), str(root / ".." / "secret.csv"), str(root / "link.csv"),
-                 "/etc/passwd"):
+    for path in (
+        str(outside),
+        str(root / ".." / "secret.csv"),
+        str(root / "link.csv"),
+        "/etc/passwd",
+    ):
         with pytest.raises(DatasetError, match="outside the allowed dataset roots"):
             _load({"source": "csv", "path": path}, [root])
 
@@ -197,6 +219,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 # --- hub datasets --------------------------------------------------------------------
 
+
 def test_hub_without_the_datasets_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes the import fail
     with pytest.raises(DatasetError, match=r"`datasets` package.*internet"):
@@ -216,14 +239,17 @@ def test_hub_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 # --- tokenizers ----------------------------------------------------------------------
 
+
 def test_scratch_tokenizer_is_cached_and_saveable(tmp_path: Path) -> None:
     texts, _ = generate_reviews(300, seed=0, stream="train", label_noise=0.0)
-    tokenizer = scratch_tokenizer(texts, vocab_size=300, fingerprint="f" * 64,
-                                  cache_dir=tmp_path, max_length=32)
+    tokenizer = scratch_tokenizer(
+        texts, vocab_size=300, fingerprint="f" * 64, cache_dir=tmp_path, max_length=32
+    )
     cached = next((tmp_path / "tokenizers").glob("*/tokenizer.json"))
     stamp = cached.stat().st_mtime_ns
-    again = scratch_tokenizer(texts, vocab_size=300, fingerprint="f" * 64,
-                              cache_dir=tmp_path, max_length=32)
+    again = scratch_tokenizer(
+        texts, vocab_size=300, fingerprint="f" * 64, cache_dir=tmp_path, max_length=32
+    )
     assert cached.stat().st_mtime_ns == stamp
     assert again.get_vocab() == tokenizer.get_vocab()
     assert list((tmp_path / "tokenizers" / cached.parent.name).iterdir()) == [cached]

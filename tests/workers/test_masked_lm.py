@@ -37,9 +37,15 @@ def _batch(rows: int = 400, width: int = 50) -> tuple[torch.Tensor, torch.Tensor
 
 def test_masking_follows_the_80_10_10_rule_and_spares_special_tokens() -> None:
     input_ids, attention_mask = _batch()
-    inputs, labels = mask_tokens(input_ids, attention_mask, special_ids=[PAD, CLS, SEP, MASK],
-                                 probability=0.15, mask_id=MASK, vocab_size=100,
-                                 generator=torch.Generator().manual_seed(1))
+    inputs, labels = mask_tokens(
+        input_ids,
+        attention_mask,
+        special_ids=[PAD, CLS, SEP, MASK],
+        probability=0.15,
+        mask_id=MASK,
+        vocab_size=100,
+        generator=torch.Generator().manual_seed(1),
+    )
     chosen = labels != IGNORE_INDEX
     maskable = (attention_mask == 1) & (input_ids >= 10)
     assert not (chosen & ~maskable).any()
@@ -59,14 +65,26 @@ def test_masking_is_reproducible_with_a_generator_and_never_empty() -> None:
     input_ids, attention_mask = _batch()
 
     def draw(seed: int) -> torch.Tensor:
-        return mask_tokens(input_ids, attention_mask, special_ids=[PAD, CLS, SEP],
-                           probability=0.15, mask_id=MASK, vocab_size=100,
-                           generator=torch.Generator().manual_seed(seed))[1]
+        return mask_tokens(
+            input_ids,
+            attention_mask,
+            special_ids=[PAD, CLS, SEP],
+            probability=0.15,
+            mask_id=MASK,
+            vocab_size=100,
+            generator=torch.Generator().manual_seed(seed),
+        )[1]
 
     assert torch.equal(draw(7), draw(7)) and not torch.equal(draw(7), draw(8))
     tiny = torch.tensor([[CLS, 50, SEP]])
-    _, labels = mask_tokens(tiny, torch.ones_like(tiny), special_ids=[PAD, CLS, SEP],
-                            probability=1e-9, mask_id=MASK, vocab_size=100)
+    _, labels = mask_tokens(
+        tiny,
+        torch.ones_like(tiny),
+        special_ids=[PAD, CLS, SEP],
+        probability=1e-9,
+        mask_id=MASK,
+        vocab_size=100,
+    )
     assert labels.tolist() == [[IGNORE_INDEX, 50, IGNORE_INDEX]]
 
 
@@ -74,8 +92,12 @@ def test_validation_perplexity_falls(
     make_context: ContextFactory, builtin_config: ConfigFactory, tiny_params: dict[str, Any]
 ) -> None:
     config = builtin_config(n_train=3000, n_validation=200, max_steps=200, eval_every_steps=50)
-    ctx = make_context("masked-lm", config=config, params={**tiny_params, "learning_rate": 2e-3},
-                       objective="val_perplexity")
+    ctx = make_context(
+        "masked-lm",
+        config=config,
+        params={**tiny_params, "learning_rate": 2e-3},
+        objective="val_perplexity",
+    )
     reports = _record(ctx)
     metrics = run(ctx)
     perplexities = [m["val_perplexity"] for _, m in reports]
@@ -92,9 +114,12 @@ def test_validation_masks_are_fixed_across_evaluations(
 ) -> None:
     # A learning rate this small leaves the weights as they are: only the masks could vary.
     config = builtin_config(n_train=200, n_validation=100, max_steps=6, eval_every_steps=2)
-    ctx = make_context("masked-lm", config=config,
-                       params={**tiny_params, "learning_rate": 1e-12, "batch_size": 8},
-                       objective="val_perplexity")
+    ctx = make_context(
+        "masked-lm",
+        config=config,
+        params={**tiny_params, "learning_rate": 1e-12, "batch_size": 8},
+        objective="val_perplexity",
+    )
     reports = _record(ctx)
     run(ctx)
     losses = [m["val_loss"] for _, m in reports]
@@ -105,12 +130,15 @@ def test_plain_text_corpus(
     make_context: ContextFactory, tiny_params: dict[str, Any], tmp_path: Path
 ) -> None:
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(f"line {i} of a small corpus about cats and dogs"
-                                for i in range(100)))
-    config = {"dataset": {"source": "text", "path": str(corpus)},
-              "model": {"source": "scratch", "vocab_size": 200}, "max_steps": 3}
-    ctx = make_context("masked-lm", config=config, params=tiny_params,
-                       objective="val_perplexity")
+    corpus.write_text(
+        "\n".join(f"line {i} of a small corpus about cats and dogs" for i in range(100))
+    )
+    config = {
+        "dataset": {"source": "text", "path": str(corpus)},
+        "model": {"source": "scratch", "vocab_size": 200},
+        "max_steps": 3,
+    }
+    ctx = make_context("masked-lm", config=config, params=tiny_params, objective="val_perplexity")
     metrics = run(ctx)
     assert math.isfinite(metrics["val_perplexity"])
     assert ctx.info["n_train"] == 90 and "dataset_fingerprint" in ctx.info

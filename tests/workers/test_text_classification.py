@@ -32,9 +32,10 @@ def _record(ctx: TrialContext) -> list[tuple[int, dict[str, float]]]:
 def test_scratch_bert_learns_the_builtin_sentiment_task(
     make_context: ContextFactory, builtin_config: ConfigFactory, tiny_params: dict[str, Any]
 ) -> None:
-    ctx = make_context(config=builtin_config(n_train=8000, n_validation=300, max_steps=500,
-                                             eval_every_steps=100),
-                       params=tiny_params)
+    ctx = make_context(
+        config=builtin_config(n_train=8000, n_validation=300, max_steps=500, eval_every_steps=100),
+        params=tiny_params,
+    )
     reports = _record(ctx)
     metrics = run(ctx)
     first = reports[0][1]
@@ -64,10 +65,18 @@ def test_csv_dataset_with_string_labels(
     texts, labels = generate_reviews(300, seed=0, stream="train", label_noise=0.0)
     names = ["bad", "good"]
     pd.DataFrame({"review": texts, "verdict": [names[y] for y in labels]}).to_csv(
-        tmp_path / "reviews.csv", index=False)
-    config = {"dataset": {"source": "csv", "path": str(tmp_path / "reviews.csv"),
-                          "text_column": "review", "label_column": "verdict"},
-              "model": {"source": "scratch", "vocab_size": 300}, "max_steps": 5}
+        tmp_path / "reviews.csv", index=False
+    )
+    config = {
+        "dataset": {
+            "source": "csv",
+            "path": str(tmp_path / "reviews.csv"),
+            "text_column": "review",
+            "label_column": "verdict",
+        },
+        "model": {"source": "scratch", "vocab_size": 300},
+        "max_steps": 5,
+    }
     ctx = make_context(config=config, params=tiny_params)
     metrics = run(ctx)
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
@@ -78,23 +87,33 @@ def test_csv_dataset_with_string_labels(
 def _save_tiny_checkpoint(folder: Path) -> None:
     texts, _ = generate_reviews(500, seed=0, stream="train", label_noise=0.0)
     tokenizer = wrap_tokenizer(train_wordpiece(texts, 300), max_length=64)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                        pad_token_id=tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
 
 def test_pretrained_checkpoint_from_a_local_folder(
-    make_context: ContextFactory, builtin_config: ConfigFactory, tiny_params: dict[str, Any],
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    make_context: ContextFactory,
+    builtin_config: ConfigFactory,
+    tiny_params: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _save_tiny_checkpoint(tmp_path / "tiny-bert")
     # Offline: anything but the local folder would fail.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.chdir(tmp_path)
-    config = builtin_config(max_seq_len=128, max_steps=6,
-                            model={"source": "pretrained", "name_or_path": "./tiny-bert"})
+    config = builtin_config(
+        max_seq_len=128, max_steps=6, model={"source": "pretrained", "name_or_path": "./tiny-bert"}
+    )
     ctx = make_context(config=config, params={**tiny_params, "hidden_dropout": 0.05})
     metrics = run(ctx)
     assert metrics["params_m"] < 0.1
@@ -107,13 +126,20 @@ def test_pretrained_checkpoint_from_a_local_folder(
 
 
 def test_real_pretrained_minilm_fine_tunes(
-    make_context: ContextFactory, builtin_config: ConfigFactory, minilm_dir: Path,
+    make_context: ContextFactory,
+    builtin_config: ConfigFactory,
+    minilm_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    config = builtin_config(n_train=480, n_validation=120, max_seq_len=32, max_steps=30,
-                            eval_every_steps=10,
-                            model={"source": "pretrained", "name_or_path": str(minilm_dir)})
+    config = builtin_config(
+        n_train=480,
+        n_validation=120,
+        max_seq_len=32,
+        max_steps=30,
+        eval_every_steps=10,
+        model={"source": "pretrained", "name_or_path": str(minilm_dir)},
+    )
     params = {"learning_rate": 1e-4, "batch_size": 16, "warmup_ratio": 0.1}
     ctx = make_context(config=config, params=params, roots=[minilm_dir])
     reports = _record(ctx)
@@ -133,14 +159,16 @@ def test_model_folder_outside_the_roots(
 
 
 def test_hub_id_offline_fails_fast_and_clearly(
-    make_context: ContextFactory, builtin_config: ConfigFactory,
+    make_context: ContextFactory,
+    builtin_config: ConfigFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # The library reads the variable once, at import: set its flag too.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    config = builtin_config(model={"source": "pretrained",
-                                   "name_or_path": "google-bert/bert-base-uncased"})
+    config = builtin_config(
+        model={"source": "pretrained", "name_or_path": "google-bert/bert-base-uncased"}
+    )
     started = time.monotonic()
     with pytest.raises(ModelLoadError, match=r"from the Hugging Face hub.*needs internet"):
         run(make_context(config=config))

@@ -42,17 +42,25 @@ def _settings(**overrides: Any) -> TrainSettings:
 
 
 def _tiny_model() -> BertForSequenceClassification:
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     return BertForSequenceClassification(config)
 
 
 # --- helpers beside the loop ---------------------------------------------------------
 
+
 def test_schedules_warm_up_then_decay() -> None:
     def curve(schedule: str) -> list[float]:
-        return [lr_factor(s, total_steps=100, warmup_steps=10, schedule=schedule)
-                for s in range(100)]
+        return [
+            lr_factor(s, total_steps=100, warmup_steps=10, schedule=schedule) for s in range(100)
+        ]
 
     linear, cosine, constant = curve("linear"), curve("cosine"), curve("constant")
     assert linear[:10] == sorted(linear[:10]) and 0 < linear[0] < 0.1
@@ -68,8 +76,9 @@ def test_weight_decay_spares_biases_and_layer_norms() -> None:
     decayed, plain = optimizer.param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
-    assert all(names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)]
-               for p in plain["params"])
+    assert all(
+        names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in plain["params"]
+    )
     assert any("attention" in names[id(p)] for p in decayed["params"])
     assert not any(names[id(p)].endswith("bias") for p in decayed["params"])
     sgd = build_optimizer(model, _settings(optimizer="sgd", momentum=0.8))
@@ -92,12 +101,13 @@ def test_bucketed_batches_cover_everything_with_little_padding() -> None:
     assert batches != bucketed_batches(lengths, 16, seed=2)
 
     def padding(batches: list[list[int]]) -> int:
-        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b)
-                   for b in batches)
+        return sum(
+            max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches
+        )
 
     shuffled = list(range(2000))
     random.Random(1).shuffle(shuffled)
-    plain = [shuffled[i:i + 16] for i in range(0, 2000, 16)]
+    plain = [shuffled[i : i + 16] for i in range(0, 2000, 16)]
     assert padding(batches) < padding(plain) / 5
     # The order of batches carries no length trend (no accidental curriculum).
     trends = []
@@ -135,16 +145,35 @@ def test_checkpoint_round_trip_restores_state_and_rng(tmp_path: Path) -> None:
     optimizer.step()
     scheduler.step()
     folder = tmp_path / "checkpoint"
-    save_checkpoint(folder, model=model, optimizer=optimizer, scheduler=scheduler,
-                    position=Position(7, 1, 2), fingerprint="run-a")
+    save_checkpoint(
+        folder,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        position=Position(7, 1, 2),
+        fingerprint="run-a",
+    )
     expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     fresh = _tiny_model()
     fresh_optimizer = build_optimizer(fresh, settings)
     fresh_scheduler = build_scheduler(fresh_optimizer, settings, total_steps=10)
-    assert load_checkpoint(folder, model=fresh, optimizer=fresh_optimizer,
-                           scheduler=fresh_scheduler, fingerprint="run-b") is None
-    position = load_checkpoint(folder, model=fresh, optimizer=fresh_optimizer,
-                               scheduler=fresh_scheduler, fingerprint="run-a")
+    assert (
+        load_checkpoint(
+            folder,
+            model=fresh,
+            optimizer=fresh_optimizer,
+            scheduler=fresh_scheduler,
+            fingerprint="run-b",
+        )
+        is None
+    )
+    position = load_checkpoint(
+        folder,
+        model=fresh,
+        optimizer=fresh_optimizer,
+        scheduler=fresh_scheduler,
+        fingerprint="run-a",
+    )
     assert position == Position(7, 1, 2)
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
     assert torch.equal(fresh.classifier.weight, model.classifier.weight)
@@ -155,12 +184,20 @@ def test_checkpoint_round_trip_restores_state_and_rng(tmp_path: Path) -> None:
 
 # --- the loop through the text-classification task -----------------------------------
 
+
 def test_max_steps_eval_every_and_final_artifacts(
     make_context: ContextFactory, builtin_config: ConfigFactory, tiny_params: dict[str, Any]
 ) -> None:
-    ctx = make_context(config=builtin_config(max_epochs=5, eval_every_steps=4, max_steps=10),
-                       params={**tiny_params, "grad_accum_steps": 2, "l1_penalty": 1e-5,
-                               "optimizer": "sgd", "lr_schedule": "cosine"})
+    ctx = make_context(
+        config=builtin_config(max_epochs=5, eval_every_steps=4, max_steps=10),
+        params={
+            **tiny_params,
+            "grad_accum_steps": 2,
+            "l1_penalty": 1e-5,
+            "optimizer": "sgd",
+            "lr_schedule": "cosine",
+        },
+    )
     reports = _record(ctx)
     metrics = load_builtin("text-classification")(ctx)
     assert [step for step, _ in reports] == [4, 8, 10]
@@ -172,13 +209,17 @@ def test_max_steps_eval_every_and_final_artifacts(
 
 
 def test_l1_penalty_shrinks_weights(
-    make_context: ContextFactory, builtin_config: ConfigFactory, tiny_params: dict[str, Any],
+    make_context: ContextFactory,
+    builtin_config: ConfigFactory,
+    tiny_params: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     def weight_l1(penalty: float) -> float:
-        ctx = make_context(config=builtin_config(max_steps=15),
-                           params={**tiny_params, "l1_penalty": penalty, "weight_decay": 0.0},
-                           work_dir=tmp_path / f"l1-{penalty}")
+        ctx = make_context(
+            config=builtin_config(max_steps=15),
+            params={**tiny_params, "l1_penalty": penalty, "weight_decay": 0.0},
+            work_dir=tmp_path / f"l1-{penalty}",
+        )
         load_builtin("text-classification")(ctx)
         model = BertForSequenceClassification.from_pretrained(ctx.work_dir / MODEL_DIR)
         return sum(float(p.detach().abs().sum()) for p in model.parameters() if p.dim() >= 2)
@@ -187,7 +228,9 @@ def test_l1_penalty_shrinks_weights(
 
 
 def test_out_of_memory_becomes_a_task_error(
-    make_context: ContextFactory, builtin_config: ConfigFactory, tiny_params: dict[str, Any],
+    make_context: ContextFactory,
+    builtin_config: ConfigFactory,
+    tiny_params: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -200,7 +243,9 @@ def test_out_of_memory_becomes_a_task_error(
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(
-    make_context: ContextFactory, builtin_config: ConfigFactory, tiny_params: dict[str, Any],
+    make_context: ContextFactory,
+    builtin_config: ConfigFactory,
+    tiny_params: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     config = builtin_config(max_epochs=2, eval_every_steps=8)  # 13 steps an epoch, 26 in all
@@ -230,12 +275,15 @@ def test_interrupted_run_resumes_from_its_checkpoint(
     model_dir = tmp_path / "b" / MODEL_DIR
     assert retry.model_dir == model_dir
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
-        p.name for p in model_dir.iterdir()}
+        p.name for p in model_dir.iterdir()
+    }
     assert not (tmp_path / "b" / CHECKPOINT_DIR).exists()
 
 
 def test_absurd_learning_rate_is_pruned(
-    make_context: ContextFactory, builtin_config: ConfigFactory, tiny_params: dict[str, Any],
+    make_context: ContextFactory,
+    builtin_config: ConfigFactory,
+    tiny_params: dict[str, Any],
 ) -> None:
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=2)
@@ -248,8 +296,9 @@ def test_absurd_learning_rate_is_pruned(
     good = [t.intermediate_values for t in study.trials]
     assert all(values[250] > 0.6 for values in good), good
 
-    absurd = make_context(config=config, params={**tiny_params, "learning_rate": 10.0},
-                          study=study, seed=2)
+    absurd = make_context(
+        config=config, params={**tiny_params, "learning_rate": 10.0}, study=study, seed=2
+    )
     reports = _record(absurd)
     with pytest.raises(optuna.TrialPruned):
         run(absurd)

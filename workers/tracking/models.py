@@ -18,14 +18,21 @@ def is_better(value: float, than: float, direction: str) -> bool:
     return value > than if direction == "maximize" else value < than
 
 
-def current_best(client: MlflowClient, name: str) -> float | None:
-    """The objective value recorded on the version the alias points at, if any."""
+def current_best(client: MlflowClient, name: str) -> tuple[float, int] | None:
+    """(objective value, trial number) recorded on the version the alias points at, if any."""
     try:
         version = client.get_model_version_by_alias(name, BEST_ALIAS)
     except Exception:
         return None
-    recorded = version.tags.get("hpo.objective")
-    return float(recorded) if recorded is not None else None
+    value, trial = version.tags.get("hpo.objective"), version.tags.get("hpo.trial")
+    if value is None or trial is None:
+        return None
+    return float(value), int(trial)
+
+
+def beats(value: float, number: int, best: tuple[float, int], direction: str) -> bool:
+    """Better value, or the same value from an earlier trial (ties go to the first)."""
+    return is_better(value, best[0], direction) or (value == best[0] and number < best[1])
 
 
 def log_best_model(client: MlflowClient, run_id: str, study: str, data: dict[str, Any]) -> None:
@@ -36,7 +43,7 @@ def log_best_model(client: MlflowClient, run_id: str, study: str, data: dict[str
     """
     value, direction = float(data["value"]), str(data["direction"])
     best = current_best(client, study)
-    if best is not None and not is_better(value, best, direction):
+    if best is not None and not beats(value, int(data["number"]), best, direction):
         logger.info(
             "trial %s of %s is no longer the best; not registering it", data["number"], study
         )
