@@ -26,5 +26,6 @@ if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = "0" ] \
 fi
 
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 "$VENV/bin/mypy"
 exec "$VENV/bin/pytest" "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from storage.settings import Settings
@@ -32,6 +33,9 @@ def parse_args(argv: list[str]) -> SlotOptions:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
+    # Progress bars of model downloads and saves would flood the worker's log.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s %(levelname)s [{options.device_label}/{options.slot}] "

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from service.cli import dashboard as dashboard_command
+from service.cli import demo as demo_command
 from service.cli import studies as study_commands
 from service.cli.client import ApiClient, ClientError
 from storage.errors import HpoError
@@ -119,6 +120,9 @@ def worker(
         raise ClientError(str(exc)) from None
     supervisor = Supervisor(settings, resolved, per_device, study or [], max_trials, exit_when_idle)
     raise typer.Exit(supervisor.run())
+
+
+demo_command.register(app, load_settings, _upgrade)
 
 
 @db_app.command("upgrade")

@@ -84,10 +84,20 @@ def study_panel(study: dict[str, Any]) -> Group:
     return Group(lines)
 
 
+def short_worker(worker: str | None) -> str:
+    """``host:device:slot`` of a worker id (which also holds the pid and a nonce)."""
+    return ":".join(worker.split(":")[:3]) if worker else "-"
+
+
+def compact_params(params: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={fmt(v, 3)}" for k, v in params.items())
+
+
 def trials_table(trials: list[dict[str, Any]], title: str = "trials") -> Table:
     table = Table(title=title)
-    for column in ("#", "state", "value", "steps", "duration", "worker", "params"):
-        table.add_column(column)
+    for column in ("#", "state", "value", "steps", "duration", "worker"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("params", overflow="fold")
     for trial in trials:
         values = trial.get("values") or []
         value = ", ".join(fmt(v) for v in values) if values else "-"
@@ -100,8 +110,8 @@ def trials_table(trials: list[dict[str, Any]], title: str = "trials") -> Table:
             value,
             str(len(trial.get("intermediate_values") or {})),
             fmt(trial.get("duration_s"), 3),
-            trial.get("worker") or "-",
-            ", ".join(f"{k}={fmt(v, 3)}" for k, v in trial["params"].items()),
+            short_worker(trial.get("worker")),
+            compact_params(trial["params"]),
         )
     return table
 

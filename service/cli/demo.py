@@ -1,0 +1,192 @@
+"""``hpo demo``: the whole system on one machine with the embedded defaults.
+
+Migrates, starts the API and one worker, submits a small BERT study on the
+builtin sentiment set with Hyperband pruning, shows progress, prints the best
+trial and where to look, then stops what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from service.cli.client import ApiClient, ClientError
+from storage.settings import Settings
+
+console = Console()
+DASHBOARD_PORT = 8080
+MLFLOW_UI_PORT = 5000
+
+
+def demo_spec(name: str, trials: int) -> dict[str, Any]:
+    """A study that shows the product in a few minutes on two CPU cores."""
+    return {
+        "name": name,
+        "task": {
+            "name": "text-classification",
+            "config": {
+                "dataset": {
+                    "source": "builtin",
+                    "name": "sentiment",
+                    "n_train": 3000,
+                    "n_validation": 600,
+                },
+                "model": {"source": "scratch", "vocab_size": 2000},
+                "max_epochs": 3,
+                "eval_every_steps": 25,
+                "max_seq_len": 64,
+            },
+        },
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "search_space": {
+            "learning_rate": {"type": "float", "low": 2e-4, "high": 3e-3, "log": True},
+            "num_layers": {"type": "int", "low": 1, "high": 2},
+            "hidden_size": {"type": "categorical", "choices": [64, 128]},
+            "hidden_dropout": {"type": "float", "low": 0.0, "high": 0.2},
+            "batch_size": {"type": "categorical", "choices": [16, 32]},
+        },
+        "sampler": {"name": "tpe", "seed": 42, "options": {"n_startup_trials": 4}},
+        # Resources are optimizer steps: the first rung is after two evaluations.
+        "pruner": {"name": "hyperband", "options": {"min_resource": 100, "reduction_factor": 3}},
+        "budget": {"n_trials": trials, "max_concurrent_trials": 1, "max_retries": 1},
+    }
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_port(preferred: int) -> int:
+    if _port_free(preferred):
+        return preferred
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli.main", *args],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_ready(client: ApiClient, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClientError(f"the API exited with {proc.returncode}; see {log}")
+        try:
+            client.get("/readyz")
+            return
+        except ClientError:
+            time.sleep(0.5)
+    raise ClientError(f"the API did not become ready; see {log}")
+
+
+def _environment(settings: Settings, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["HPO_DATA_DIR"] = str(settings.data_dir)
+    env["HPO_API_URL"] = f"http://127.0.0.1:{port}"
+    env.setdefault("HPO_DASHBOARD_URL", f"http://127.0.0.1:{DASHBOARD_PORT}")
+    env.setdefault("HPO_MLFLOW_UI_URL", f"http://127.0.0.1:{MLFLOW_UI_PORT}")
+    if settings.admin_token:
+        env["HPO_API_TOKEN"] = settings.admin_token
+    return env
+
+
+def run_demo(settings: Settings, trials: int, port: int, upgrade: Any) -> int:
+    """Run the demo; return the process exit code."""
+    settings.ensure_data_dir()
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    console.print(f"[bold]hpo demo[/]: data in {settings.data_dir.resolve()}")
+    console.print("migrating the embedded databases ...")
+    upgrade(settings)
+    port = _free_port(port)
+    env = _environment(settings, port)
+    name = "demo-sentiment-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    with ExitStack() as stack:
+        api = _start(["serve", "--port", str(port), "--no-migrate"], env, logs / "demo-api.log")
+        stack.callback(_stop, api)
+        client = ApiClient(env["HPO_API_URL"], env.get("HPO_API_TOKEN"))
+        _wait_ready(client, api, logs / "demo-api.log")
+        console.print(f"API on {env['HPO_API_URL']} (docs: {env['HPO_API_URL']}/docs)")
+        worker = _start(
+            ["worker", "--devices", "auto", "--study", name, "--exit-when-idle"],
+            env,
+            logs / "demo-worker.log",
+        )
+        stack.callback(_stop, worker)
+        client.post("/studies", demo_spec(name, trials))
+        console.print(
+            f"submitted study [bold]{name}[/] ({trials} trials); worker log: "
+            f"{logs / 'demo-worker.log'}"
+        )
+        from service.cli.studies import watch_study
+
+        study = watch_study(client, name, interval=1.0)
+        _report(client, settings, study, env)
+        worker.wait(timeout=max(30.0, settings.mlflow_flush_timeout_s + 30))
+    return 0 if study["status"] == "completed" else 1
+
+
+def _report(
+    client: ApiClient, settings: Settings, study: dict[str, Any], env: dict[str, str]
+) -> None:
+    name = study["name"]
+    counts = "  ".join(f"{state} {n}" for state, n in study["counts"].items() if n)
+    console.print(f"\nstudy {name}: [bold]{study['status']}[/]  ({counts})")
+    best = study.get("best")
+    if best:
+        console.print(f"best trial #{best['number']}: val_accuracy {best['value']:.4f}")
+        console.print(f"  params: {best['params']}")
+    console.print("\nwhere to look:")
+    console.print(
+        f"  MLflow experiment '{name}' (runs, learning curves, the registered model "
+        f"'{name}' with alias 'best'):"
+    )
+    console.print(
+        f"    mlflow ui --backend-store-uri {settings.mlflow_tracking_uri} "
+        f"--port {MLFLOW_UI_PORT}   then open {env['HPO_MLFLOW_UI_URL']}"
+    )
+    console.print("  Optuna dashboard:")
+    console.print(
+        f"    hpo dashboard --port {DASHBOARD_PORT}   then open "
+        f"{study['links'].get('dashboard') or env['HPO_DASHBOARD_URL']}"
+    )
+    console.print(f"  the API again: hpo serve, then hpo show {name}")
+
+
+def register(app: typer.Typer, load_settings: Any, upgrade: Any) -> None:
+    @app.command()
+    def demo(
+        trials: Annotated[int, typer.Option(min=1, max=200, help="trials in the study")] = 12,
+        port: Annotated[int, typer.Option(help="API port (another is used if taken)")] = 8000,
+    ) -> None:
+        """Run the whole system on this machine: API, one worker, a BERT study, MLflow."""
+        raise typer.Exit(run_demo(load_settings(), trials, port, upgrade))
