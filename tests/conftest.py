@@ -195,3 +195,8 @@ def fleet(settings: Settings, tmp_path: Path) -> Iterator[Fleet]:
     workers = Fleet(settings, logs)
     yield workers
     workers.stop_all()
+
+
+@pytest.fixture
+def fleet_factory() -> type[Fleet]:
+    return Fleet
