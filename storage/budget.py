@@ -210,10 +210,11 @@ def update_status(
     study.updated_at = now
     if StudyStatus(study.status) not in (*CLAIMABLE, StudyStatus.PAUSED):
         return
-    if study.n_finished >= study.n_trials:
-        _set_final(session, study, StudyStatus.COMPLETED, None, now)
-    elif fail_fast_trials and (reason := _same_first_failures(session, study, fail_fast_trials)):
+    # Failing first: a study whose every trial failed the same way did not complete.
+    if fail_fast_trials and (reason := _same_first_failures(session, study, fail_fast_trials)):
         _set_final(session, study, StudyStatus.FAILED, reason, now)
+    elif study.n_finished >= study.n_trials:
+        _set_final(session, study, StudyStatus.COMPLETED, None, now)
     elif study_timed_out(study, now):
         _end_if_idle(session, study, now)
 

@@ -48,3 +48,10 @@ def nan_loss(ctx: TrialContext) -> Mapping[str, float]:
 def two_objectives(ctx: TrialContext) -> Mapping[str, float]:
     x = _x(ctx)
     return {"loss": (x - 2.0) ** 2, "size": abs(x)}
+
+
+def out_of_memory(ctx: TrialContext) -> Mapping[str, float]:
+    """What a CUDA out-of-memory looks like to the worker (torch's own exception)."""
+    import torch
+
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
