@@ -401,7 +401,9 @@ _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it browsers send "Origin: null" on the sign-in POST,
+    # which the same-origin check must refuse.
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
 }
 _LOGIN_HTML = """<!doctype html>

@@ -188,6 +188,8 @@ def test_login_sets_a_session_cookie_that_is_not_the_token(
     assert form.status_code == 200 and 'name="token"' in form.text
     assert "://" not in form.text  # no external assets
     assert "default-src 'none'" in form.headers["content-security-policy"]
+    # Browsers post the form with "Origin: null" under no-referrer: sign-in would fail.
+    assert form.headers["referrer-policy"] == "same-origin"
 
     response = client.post("/login", data={"token": world.read, "next": "/dashboard"})
     assert response.status_code == 303 and response.headers["location"] == "/dashboard"

@@ -355,6 +355,6 @@ def test_trial_and_study_timeouts(api: TestClient, fleet: Fleet) -> None:
     wait_for(lambda: study(api, "slowstudy")["status"] == "completed", 90, "timeouts", fleet)
     timed_out = trials(api, "slowtrial")
     assert [(t["state"], t["fail_reason"]) for t in timed_out] == [("FAIL", "timeout")]
-    assert study(api, "slowtrial")["status"] == "completed"
+    assert study(api, "slowtrial")["status"] == "failed"  # its only trial failed
     view = study(api, "slowstudy")
     assert "timeout" in view["status_reason"] and 0 < view["budget"]["finished"] < 500

@@ -13,11 +13,15 @@ import mlflow
 import pytest
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
+from sqlalchemy import update
 
 from service.app import create_app
+from storage.db import Database
+from storage.models import Study
 from storage.settings import Settings
 from tests.conftest import Fleet, make_settings
 from tests.procs import free_port, start_mlflow_server, stop_group
+from workers.tracking.ops import Executor, Op
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +69,7 @@ def _wait_completed(api: TestClient, name: str, fleet: Fleet, timeout: float = 2
 
 
 def test_study_runs_curves_and_best_model(
-    api: TestClient, fleet: Fleet, mlflow_url: tuple[str, Any]
+    api: TestClient, fleet: Fleet, mlflow_url: tuple[str, Any], settings: Settings
 ) -> None:
     spec = {
         "name": "tracked",
@@ -111,6 +115,16 @@ def test_study_runs_curves_and_best_model(
     import torch
 
     assert model(torch.zeros(3, 64)).shape == (3, 10)
+
+    # A registration lost earlier is repaired when the study is summarized.
+    client.delete_registered_model_alias("tracked", "best")
+    database = Database(settings.database_url)
+    with database.session_scope() as session:
+        session.execute(update(Study).values(mlflow_summarized_at=None))
+    Executor(settings, database).run(Op("summary", "tracked"))
+    database.dispose()
+    repaired = client.get_model_version_by_alias("tracked", "best")
+    assert float(repaired.tags["hpo.objective"]) == best["value"]
 
 
 def test_mlflow_outage_loses_no_metrics(

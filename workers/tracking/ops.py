@@ -92,8 +92,10 @@ class Executor:
         if not self.settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
             folder = (self.settings.mlflow_artifacts_dir / name).resolve()
             location = folder.as_uri()
+        # Shown as a model-training experiment (MLflow 3 would open the GenAI view).
+        tags = {"mlflow.experimentKind": "custom_model_development"}
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags=tags)
         except Exception:
             # Another worker created it first.
             again = self.client.get_experiment_by_name(name)
@@ -122,20 +124,30 @@ class Executor:
             "mlflow.parentRunId": parent_id,
             "hpo.study": op.study_name,
             "hpo.kind": "trial",
+            "hpo.key": op.key,
             **{k: clip(v) for k, v in data["tags"].items()},
         }
-        run = self.client.create_run(
-            experiment_id,
-            start_time=data["start_ms"],
-            tags=tags,
-            run_name=f"trial-{data['number']}",
-        )
-        run_id = run.info.run_id
+        run_id = self._existing_run(experiment_id, op.key)
+        if run_id is None:
+            run = self.client.create_run(
+                experiment_id,
+                start_time=data["start_ms"],
+                tags=tags,
+                run_name=f"trial-{data['number']}",
+            )
+            run_id = run.info.run_id
         params = [Param(k, clip(v)) for k, v in data["params"].items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[start : start + 100])
         self.run_ids[op.key] = run_id
         self._remember_run(data.get("lease_id"), run_id)
+
+    def _existing_run(self, experiment_id: str, key: str) -> str | None:
+        """The run a retried create already made (its answer may have been lost)."""
+        found = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`hpo.key` = '{key}'", max_results=1
+        )
+        return found[0].info.run_id if found else None
 
     def _remember_run(self, lease_id: int | None, run_id: str) -> None:
         if lease_id is None:

@@ -29,6 +29,7 @@ def summarize_study(executor: Executor, study_name: str) -> None:
         study = optuna.load_study(study_name=study_name, storage=executor.settings.optuna_storage)
         _log_outcome(executor, parent, row, study)
         _log_plots(executor, parent, study)
+        _ensure_best_model(executor, row, study)
         executor.client.set_terminated(parent, RUN_STATUS[row.status])
         row.mlflow_summarized_at = utcnow()
     logger.info("summarized study %s in MLflow", study_name)
@@ -90,3 +91,43 @@ def _log_plots(executor: Executor, parent: str, study: optuna.Study) -> None:
             plt.close(figure)
         except Exception as exc:  # a plot that cannot be drawn (too few trials) is skipped
             logger.info("plot %s skipped for %s: %s", name, study.study_name, exc)
+
+
+def _ensure_best_model(executor: Executor, row: Study, study: optuna.Study) -> None:
+    """Point the alias ``best`` at the study's best trial if an earlier attempt failed.
+
+    Needs that trial's model folder on this machine (the best ones are kept).
+    """
+    from workers.tracking.models import current_best, log_best_model
+
+    best = _best_trials(study)
+    if len(best) != 1 or not best[0].values:
+        return
+    trial = best[0]
+    registered = current_best(executor.client, row.name)
+    if registered is not None and registered[1] == trial.number:
+        return
+    root = trial.user_attrs.get("hpo.retry_root", trial.number)
+    model_dir = executor.settings.trials_dir / row.name / f"trial-{root:05d}" / "model"
+    run_id = _trial_run_id(executor, row, trial.number)
+    if not model_dir.is_dir() or run_id is None:
+        return
+    data = {
+        "model_dir": str(model_dir),
+        "task": row.spec["task"]["name"],
+        "value": trial.values[0],
+        "direction": study.direction.name.lower(),
+        "number": trial.number,
+    }
+    log_best_model(executor.client, run_id, row.name, data)
+
+
+def _trial_run_id(executor: Executor, row: Study, number: int) -> str | None:
+    if row.mlflow_experiment_id is None:
+        return None
+    found = executor.client.search_runs(
+        [row.mlflow_experiment_id],
+        filter_string=f"tags.`hpo.trial_number` = '{number}' and tags.`hpo.kind` = 'trial'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
