@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -111,9 +112,18 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response("internal", "internal error")
 
 
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    # Optuna wraps a failed database call in its own exception.
+    logger.warning("Optuna storage error on %s %s", request.method, request.url.path)
+    return error_response(
+        "unavailable", "the Optuna storage is temporarily unavailable", headers={"Retry-After": "5"}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HpoError, _hpo_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(StorageInternalError, _storage_error)
     app.add_exception_handler(Exception, _unexpected)

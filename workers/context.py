@@ -52,6 +52,8 @@ class TrialContext:
     info: dict[str, Any] = field(default_factory=dict)
     model_dir: Path | None = None
     critical: Callable[[], AbstractContextManager[None]] = nullcontext
+    # How Optuna storage calls are made; the worker retries them through outages.
+    db_call: Callable[[Callable[[], Any]], Any] = field(default=lambda call: call())
     _last_step: int = -1
 
     @property
@@ -92,7 +94,7 @@ class TrialContext:
         # A database write: interruptions wait until it is done.
         with self.critical():
             if objective in clean and len(self.objective_metrics) == 1:
-                self.trial.report(clean[objective], step)
+                self.db_call(lambda: self.trial.report(clean[objective], step))
             for hook in self.report_hooks:
                 hook(step, clean)
 
@@ -101,7 +103,7 @@ class TrialContext:
         if len(self.objective_metrics) != 1:
             return False
         with self.critical():
-            return self.trial.should_prune()
+            return bool(self.db_call(self.trial.should_prune))
 
     def set_info(self, **facts: Any) -> None:
         """Record facts that make the trial reproducible (dataset fingerprint...)."""

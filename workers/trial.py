@@ -116,6 +116,7 @@ def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial, claim: Claim) -
         cache_dir=env.settings.data_dir / "cache",
         dataset_roots=env.settings.dataset_root_paths,
         critical=env.interrupter.critical,
+        db_call=env.retrying,
     )
     ctx.report_hooks.append(lambda step, metrics: env.interrupter.check())
     env.prepare_context(ctx, spec, claim)
