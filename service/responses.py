@@ -6,6 +6,8 @@ from typing import Any
 
 from service.schemas import ErrorOut
 
+# Offsets stay within a 32-bit integer: databases refuse bigger ones.
+MAX_OFFSET = 2**31 - 1
 _DESCRIPTIONS = {
     401: "no valid API token",
     403: "the token's scope is too small",

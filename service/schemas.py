@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storage.spec import StudySpec
+from storage.spec import StudySpec, reject_nul
 
 TrialStateName = Literal["RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL"]
 StudyStatusName = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
@@ -122,6 +122,11 @@ class EnqueueIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     params: dict[str, Any] = Field(description="a value for some or all search-space parameters")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return reject_nul(data)
+
 
 class EnqueueOut(BaseModel):
     study: str
@@ -175,7 +180,7 @@ class HealthOut(BaseModel):
 
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00]+$")
     scope: Literal["read", "write", "admin"] = "read"
 
 

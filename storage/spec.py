@@ -13,6 +13,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from storage.errors import ErrorDetail, InvalidSpecError
 
@@ -26,6 +27,37 @@ MAX_STUDY_TIMEOUT_S = 90 * 24 * 3600
 MAX_TRIAL_TIMEOUT_S = 14 * 24 * 3600
 
 Scalar = str | int | float | bool | None
+
+
+def nul_paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Paths of the strings (keys included) that hold a NUL character.
+
+    Databases cannot store them (Postgres refuses), so inputs are checked up front.
+    """
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, dict):
+        found = [(*path, str(k)) for k in value if isinstance(k, str) and "\x00" in k]
+        for key, item in value.items():
+            found += nul_paths(item, (*path, str(key)))
+        return found
+    if isinstance(value, list | tuple):
+        return [p for i, item in enumerate(value) for p in nul_paths(item, (*path, i))]
+    return []
+
+
+def reject_nul(data: Any, title: str = "input") -> Any:
+    """A ``mode="before"`` validator body: refuse NUL characters anywhere.
+
+    Raises:
+        ValidationError: one located error per offending string.
+    """
+    found = nul_paths(data)
+    if found:
+        error = PydanticCustomError("nul_character", "NUL characters are not allowed")
+        details = [InitErrorDetails(type=error, loc=path, input=None) for path in found]
+        raise ValidationError.from_exception_data(title, details)
+    return data
 
 
 class StrictModel(BaseModel):
@@ -139,6 +171,11 @@ class StudySpec(StrictModel):
     pruner: PrunerSpec | None = None
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     priority: int = Field(default=0, ge=-1000, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return reject_nul(data)
 
     @model_validator(mode="after")
     def _one_way_to_say_objectives(self) -> StudySpec:

@@ -7,6 +7,7 @@ happen inside the caller's transaction so that a failure rolls both back.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from storage.events import notify_claimable, record_event
 from storage.models import CLAIMABLE, TERMINAL, Study, StudyStatus, utcnow
 from storage.optuna_store import ATTR_ENQUEUED_BY, create_optuna_study, delete_optuna_study
 from storage.search_space import to_distributions
-from storage.spec import StudySpec
+from storage.spec import NAME_PATTERN, StudySpec
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def get_study(session: Session, name: str, *, lock: bool = False) -> Study:
     Raises:
         NotFoundError: no such study.
     """
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise NotFoundError(f"study {name!r} not found")  # no study can have that name
     query = select(Study).where(Study.name == name)
     if lock:
         query = query.with_for_update()

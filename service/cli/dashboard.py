@@ -38,6 +38,7 @@ def dashboard(
 
     # The CLI's main module imports this one; its helpers are looked up at run time.
     from service.cli.main import configure_logging, load_settings
+    from service.redact import install_redaction
 
     configure_logging()
     settings = load_settings()
@@ -48,6 +49,7 @@ def dashboard(
         )
     app = _open_app(settings, secure_cookie)
     logger.info("dashboard on http://%s:%d/dashboard", host, port)
+    install_redaction()
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
 
 

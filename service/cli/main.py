@@ -67,6 +67,7 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.redact import install_redaction
 
     configure_logging()
     settings = load_settings()
@@ -78,6 +79,7 @@ def serve(
     settings.ensure_data_dir()
     if migrate:
         _upgrade(settings)
+    install_redaction()
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from service.deps import ReadDep, StateDep, WriteDep
-from service.responses import errors_for
+from service.responses import MAX_OFFSET, errors_for
 from service.schemas import StudyOut, StudyPage, StudyStatusName
 from service.views import study_summary, study_view
 from storage import studies
@@ -38,7 +38,7 @@ def list_studies(
     _: ReadDep,
     status: StudyStatusName | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """Studies, newest first."""
     with state.db.session_scope(read_only=True) as session:

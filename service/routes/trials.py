@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, status
 
 from service.deps import ReadDep, StateDep, WriteDep
-from service.responses import errors_for
+from service.responses import MAX_OFFSET, errors_for
 from service.schemas import (
     EnqueueIn,
     EnqueueOut,
@@ -42,7 +42,7 @@ def list_trials(
     _: ReadDep,
     trial_state: Annotated[TrialStateName | None, Query(alias="state")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """A page of trials in order of number."""
     study = _load(state, name)

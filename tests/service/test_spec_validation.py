@@ -301,3 +301,13 @@ def test_defaults_are_resolved_from_the_task(client: TestClient) -> None:
     assert set(spec["search_space"]) >= {"learning_rate", "hidden_size_1", "dropout"}
     assert spec["pruner"]["name"] == "median"
     assert spec["task"]["config"]["dataset"]["name"] == "digits"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_nul_characters_are_refused_with_their_path(client: TestClient) -> None:
+    spec = _mutated({"search_space.optimizer.choices": ["adam", "s\x00gd"]})
+    response = client.post("/api/v1/studies", json=spec)
+    assert response.status_code == 422
+    assert ["search_space", "optimizer", "choices", 1] in [
+        e["loc"] for e in response.json()["errors"]
+    ]
