@@ -14,8 +14,10 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
+from optuna.storages._rdb import models as rdb_models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import text
+from sqlalchemy.orm import selectinload
 
 from storage.db import ensure_sqlite_dir, is_sqlite
 from storage.spec import StudySpec
@@ -28,6 +30,13 @@ ATTR_FAIL_REASON = "hpo.fail_reason"
 ATTR_SEED = "hpo.seed"
 ATTR_ENQUEUED_BY = "hpo.enqueued_by"
 TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
+_TRIAL_RELATIONS = (
+    "params",
+    "values",
+    "user_attributes",
+    "system_attributes",
+    "intermediate_values",
+)
 
 
 def open_optuna_storage(url: str, *, create_tables: bool = False) -> RDBStorage:
@@ -87,9 +96,36 @@ class OptunaReader:
                 counts[name] = int(count)
         return counts
 
-    def trials(self, study_id: int, state: str | None) -> list[FrozenTrial]:
-        states = (TrialState[state],) if state else None
-        return self.storage.get_all_trials(study_id, deepcopy=False, states=states)
+    def page(
+        self, study_id: int, state: str | None, limit: int, offset: int
+    ) -> tuple[list[FrozenTrial], int]:
+        """One page of trials in order of number, and how many there are.
+
+        Loads only the page (a study's full history costs seconds at thousands
+        of trials); it goes through Optuna's own ORM models and builder so that
+        values and distributions are decoded exactly as Optuna does.
+        """
+        with self.storage.scoped_session() as session:
+            query = session.query(rdb_models.TrialModel).filter(
+                rdb_models.TrialModel.study_id == study_id
+            )
+            if state:
+                query = query.filter(rdb_models.TrialModel.state == TrialState[state])
+            total = query.count()
+            rows = (
+                query.options(
+                    *(
+                        selectinload(getattr(rdb_models.TrialModel, name))
+                        for name in _TRIAL_RELATIONS
+                    )
+                )
+                .order_by(rdb_models.TrialModel.number)
+                .limit(limit)
+                .offset(offset)
+                .all()
+            )
+            page = [self.storage._build_frozen_trial_from_trial_model(row) for row in rows]
+        return page, total
 
     def trial(self, study_id: int, number: int) -> FrozenTrial | None:
         try:

@@ -47,11 +47,10 @@ def list_trials(
     """A page of trials in order of number."""
     study = _load(state, name)
     assert study.optuna_study_id is not None
-    trials = state.reader.trials(study.optuna_study_id, trial_state)
-    page = trials[offset : offset + limit]
+    page, total = state.reader.page(study.optuna_study_id, trial_state, limit, offset)
     return {
         "items": trial_views(state, study, page),
-        "total": len(trials),
+        "total": total,
         "limit": limit,
         "offset": offset,
     }
