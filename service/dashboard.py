@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import secrets
 import threading
 import time
@@ -280,11 +281,13 @@ class DashboardGateway:
             # The dashboard has no websockets; refuse rather than pass anything through.
             await send({"type": "websocket.close", "code": 1008})
             return
+        refusal = None
         if self.auth.state.auth_enabled:
             refusal = await self._refusal(Request(scope, receive))
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
+        refusal = refusal or bypasses_service(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         await self.inner(inner_scope(scope), receive, send)
 
     async def _refusal(self, request: Request) -> Response | None:
@@ -323,6 +326,25 @@ class DashboardGateway:
         if SESSION_COOKIE in request.cookies:
             self.auth.clear_cookie(request, response)
         return response
+
+
+_STUDY_PATH = re.compile(r"^/api/studies/\d+/?$")
+
+
+def bypasses_service(scope: AsgiScope) -> Response | None:
+    """Refuse creating or deleting studies here: the service would not know of them.
+
+    A study deleted behind the service's back would leave its budget and
+    leases pointing at nothing; studies are managed through the REST API.
+    """
+    method, path = scope.get("method", ""), scope.get("path", "")
+    if (method == "POST" and path.rstrip("/") == "/api/studies") or (
+        method == "DELETE" and _STUDY_PATH.match(path)
+    ):
+        return error_response(
+            "forbidden", "create and delete studies through the REST API (hpo submit, hpo delete)"
+        )
+    return None
 
 
 def inner_scope(scope: AsgiScope) -> AsgiScope:

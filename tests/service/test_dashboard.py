@@ -181,6 +181,26 @@ def test_write_methods_need_the_write_scope(client: TestClient, world: World) ->
     assert detail["note"]["body"] == note["body"]
 
 
+def test_studies_are_not_created_or_deleted_behind_the_service(
+    client: TestClient, world: World
+) -> None:
+    # Even an admin: the service keeps budgets and leases for its studies.
+    deleted = client.delete(f"/api/studies/{world.study_id}", headers=bearer(ADMIN))
+    assert_error(deleted, 403, "forbidden")
+    assert "REST API" in deleted.json()["message"]
+    created = client.post(
+        "/api/studies",
+        json={"study_name": "sneaky", "directions": ["minimize"]},
+        headers=bearer(ADMIN),
+    )
+    assert_error(created, 403, "forbidden")
+    names = [
+        s["study_name"]
+        for s in client.get("/api/studies", headers=bearer(world.read)).json()["study_summaries"]
+    ]
+    assert "sneaky" not in names and len(names) == 1
+
+
 def test_login_sets_a_session_cookie_that_is_not_the_token(
     client: TestClient, world: World
 ) -> None:
