@@ -54,8 +54,10 @@ def rates(storage_url: str, name: str) -> tuple[float, float, int]:
     return rate(done[:WINDOW]), rate(done[-WINDOW:]), len(done)
 
 
-def run_service(service_url: str, optuna_url: str, n_trials: int, workers: int) -> str:
-    name = f"service-{workers}w"
+def run_service(
+    service_url: str, optuna_url: str, n_trials: int, workers: int, tracking: bool = False
+) -> str:
+    name = f"service-{workers}w" + ("-tracked" if tracking else "")
     database = Database(service_url)
     spec = validate_spec(
         _spec(name, n_trials, workers), ValidationPolicy(allowed_task_modules=["benchmarks"])
@@ -69,6 +71,8 @@ def run_service(service_url: str, optuna_url: str, n_trials: int, workers: int) 
         HPO_OPTUNA_STORAGE=optuna_url,
         HPO_ALLOWED_TASK_MODULES="benchmarks",
         HPO_DATA_DIR="/tmp/hpo-bench",
+        # Dispatch alone, as bare Optuna has no tracking (see --tracking).
+        HPO_MLFLOW_ENABLED="true" if tracking else "false",
         PYTHONPATH=str(REPO),
     )
     subprocess.run(
@@ -127,6 +131,11 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--tracking",
+        action="store_true",
+        help="also run the service with MLflow tracking on (local SQLite store)",
+    )
     args = parser.parse_args()
     rows = []
     with throwaway_databases(args.server, 2) as (service_url, optuna_url):
@@ -135,15 +144,20 @@ def main() -> None:
         upgrade_service_schema(database)
         database.dispose()
         for workers in args.workers:
-            for label, runner in (
-                ("bare Optuna optimize", run_bare),
-                ("service workers", run_service),
-            ):
+            runs = [
+                ("bare Optuna optimize", lambda w: run_bare(optuna_url, args.trials, w)),
+                ("service workers", lambda w: run_service(service_url, optuna_url, args.trials, w)),
+            ]
+            if args.tracking:
+                runs.append(
+                    (
+                        "service workers + MLflow tracking",
+                        lambda w: run_service(service_url, optuna_url, args.trials, w, True),
+                    )
+                )
+            for label, run in runs:
                 started = time.monotonic()
-                if runner is run_bare:
-                    name = run_bare(optuna_url, args.trials, workers)
-                else:
-                    name = run_service(service_url, optuna_url, args.trials, workers)
+                name = run(workers)
                 first, last, count = rates(optuna_url, name)
                 rows.append((label, workers, count, first, last, time.monotonic() - started))
     print(

@@ -76,7 +76,10 @@ class SlotRunner:
             while not self.stopping.is_set() and not self._reached_max():
                 claim = self._claim()
                 if claim is not None:
-                    run_claim(self.env, claim)
+                    if run_claim(self.env, claim) is None:
+                        # The trial could not start (logged); do not spin on a broken study.
+                        self.stopping.wait(self.settings.poll_interval_s)
+                        continue
                     self.trials_run += 1
                 elif self.options.exit_when_idle and not self._pending():
                     logger.info("no work left; exiting")

@@ -14,7 +14,7 @@ import optuna
 from optuna.storages import RDBStorage
 
 from storage.db import Database
-from storage.optimizers import build_pruner
+from storage.optimizers import build_pruner, build_sampler
 from storage.optuna_store import open_optuna_storage
 from storage.settings import Settings
 from storage.spec import StudySpec
@@ -75,12 +75,20 @@ class SlotEnv:
     def device_label(self) -> str:
         return self.options.device_label
 
-    def study(self, name: str, spec: StudySpec) -> optuna.Study:
-        """The Optuna study, loaded once, with the pruner rebuilt from the spec."""
+    def study(self, name: str, spec: StudySpec, stream: int = 0) -> optuna.Study:
+        """The Optuna study, loaded once, with the sampler and pruner rebuilt from the spec.
+
+        The sampler is kept for the life of the process: samplers cache what
+        they learned from past trials, and rebuilding one per trial would make
+        each trial cost more as the study grows. Its seed stream is the claim
+        that first loaded the study here, so that concurrent workers do not
+        propose the same trials and a single worker's study is reproducible.
+        """
         if name not in self._studies:
             self._studies[name] = optuna.load_study(
                 study_name=name,
                 storage=self.optuna_storage,
+                sampler=build_sampler(spec, stream=stream),
                 pruner=build_pruner(spec.effective_pruner),
             )
         return self._studies[name]

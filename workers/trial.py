@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from storage.budget import Claim, attach_trial, finish_lease, release_lease
-from storage.optimizers import build_sampler, stream_seed
+from storage.optimizers import stream_seed
 from storage.optuna_store import (
     ATTR_ATTEMPT,
     ATTR_ERROR,
@@ -66,8 +66,7 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
 
 
 def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
-    study = env.study(claim.study_name, spec)
-    study.sampler = build_sampler(spec, stream=claim.claim_number)
+    study = env.study(claim.study_name, spec, stream=claim.claim_number)
     with env.interrupter.critical():
         trial = study.ask(to_distributions(spec.search_space or {}))
         attrs = trial.user_attrs

@@ -358,3 +358,31 @@ def test_trial_and_study_timeouts(api: TestClient, fleet: Fleet) -> None:
     assert study(api, "slowtrial")["status"] == "failed"  # its only trial failed
     view = study(api, "slowstudy")
     assert "timeout" in view["status_reason"] and 0 < view["budget"]["finished"] < 500
+
+
+def test_supervisor_restarts_a_slot_that_dies(api: TestClient, fleet: Fleet) -> None:
+    submit(
+        api,
+        spec("restarted", n_trials=6, max_concurrent_trials=1, config={"steps": 8, "sleep_s": 0.2}),
+    )
+    supervisor = fleet.start("--exit-when-idle")
+    wait_for(
+        lambda: any(
+            w["trial_number"] is not None for w in api.get("/api/v1/workers").json()["items"]
+        ),
+        60,
+        "a busy slot",
+        fleet,
+    )
+    slot = api.get("/api/v1/workers").json()["items"][0]
+    os.kill(slot["pid"], signal.SIGKILL)  # the slot process only, not its supervisor
+    wait_for(
+        lambda: any(w["pid"] != slot["pid"] for w in api.get("/api/v1/workers").json()["items"]),
+        60,
+        "a replacement slot",
+        fleet,
+    )
+    wait_for(lambda: study(api, "restarted")["status"] == "completed", 120, "completion", fleet)
+    assert supervisor.wait(timeout=60) == 0
+    assert "restarting" in fleet.logs()
+    assert study(api, "restarted")["budget"]["finished"] == 6
