@@ -45,13 +45,18 @@ def run_task(task: Callable[[], Mapping[str, float]], objectives: list[str]) -> 
 
 
 def completed(metrics: Mapping[str, float], objectives: list[str]) -> TrialResult:
-    missing = [m for m in objectives if m not in metrics]
+    """COMPLETE with the objective values, or FAIL when the task returned unusable metrics."""
+    try:
+        reported = {str(k): float(v) for k, v in dict(metrics).items()}
+    except (TypeError, ValueError):
+        message = f"the task must return a mapping of metric names to numbers, got {metrics!r}"
+        return TrialResult(Outcome("FAIL", True, "task_error", message[:MAX_ERROR_CHARS]))
+    missing = [m for m in objectives if m not in reported]
     if missing:
-        returned = ", ".join(sorted(metrics)) or "nothing"
+        returned = ", ".join(sorted(reported)) or "nothing"
         message = f"the task returned no value for {', '.join(missing)} (it returned {returned})"
         return TrialResult(Outcome("FAIL", True, "task_error", message))
-    values = [float(metrics[m]) for m in objectives]
-    reported = {k: float(v) for k, v in metrics.items()}
+    values = [reported[m] for m in objectives]
     if not all(math.isfinite(v) for v in values):
         message = f"non-finite objective value {values}"
         return TrialResult(Outcome("FAIL", True, "nan", message), metrics=reported)

@@ -61,7 +61,7 @@ class SlotEnv:
         self.heartbeat = Heartbeat(
             self.db, self.worker_id, settings.heartbeat_interval_s, self.interrupter
         )
-        self._studies: dict[str, optuna.Study] = {}
+        self._studies: dict[int, optuna.Study] = {}
         self.context_hooks: list[Callable[[TrialContext, StudySpec, Claim], None]] = []
         self.trial_hooks: list[
             Callable[[Claim, StudySpec, optuna.Trial, TrialContext, TrialResult], None]
@@ -75,23 +75,25 @@ class SlotEnv:
     def device_label(self) -> str:
         return self.options.device_label
 
-    def study(self, name: str, spec: StudySpec, stream: int = 0) -> optuna.Study:
-        """The Optuna study, loaded once, with the sampler and pruner rebuilt from the spec.
+    def study(self, claim: Claim, spec: StudySpec) -> optuna.Study:
+        """The claim's Optuna study, loaded once, with sampler and pruner rebuilt from the spec.
 
         The sampler is kept for the life of the process: samplers cache what
         they learned from past trials, and rebuilding one per trial would make
         each trial cost more as the study grows. Its seed stream is the claim
         that first loaded the study here, so that concurrent workers do not
         propose the same trials and a single worker's study is reproducible.
+        Keyed by Optuna's id: a deleted study may come back under its name.
         """
-        if name not in self._studies:
-            self._studies[name] = optuna.load_study(
-                study_name=name,
+        key = claim.optuna_study_id
+        if key not in self._studies:
+            self._studies[key] = optuna.load_study(
+                study_name=claim.study_name,
                 storage=self.optuna_storage,
-                sampler=build_sampler(spec, stream=stream),
+                sampler=build_sampler(spec, stream=claim.claim_number),
                 pruner=build_pruner(spec.effective_pruner),
             )
-        return self._studies[name]
+        return self._studies[key]
 
     def retrying(self, call: Callable[[], T]) -> T:
         """Run database work, retrying with backoff while a database is down."""

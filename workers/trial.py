@@ -66,7 +66,7 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
 
 
 def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
-    study = env.study(claim.study_name, spec, stream=claim.claim_number)
+    study = env.study(claim, spec)
     with env.interrupter.critical():
         trial = study.ask(to_distributions(spec.search_space or {}))
         attrs = trial.user_attrs
@@ -156,7 +156,7 @@ def _settle(
             "trial %d of %s was taken over by the reaper", trial.number, claim.study_name
         )
         return
-    study = env.study(claim.study_name, spec)
+    study = env.study(claim, spec)
 
     def tell() -> str:
         return _tell(env, study, trial, result)

@@ -85,7 +85,7 @@ class TrialTracking:
         reported = self.reported.pop(trial.number, set())
         if key is None or result.lost:
             return
-        if self._is_new_best(spec, trial, ctx, result):
+        if self._is_new_best(claim, spec, trial, ctx, result):
             self.tracker.put(
                 Op(
                     "model",
@@ -104,7 +104,7 @@ class TrialTracking:
         self.tracker.put(Op("end_trial", spec.name, key, self._end_data(spec, ctx, result, finals)))
         if self._study_ended(claim.study_id):
             self.tracker.put(Op("summary", spec.name))
-        prune_trial_dirs(self.env, spec, self.tracker.pending_model_dirs())
+        prune_trial_dirs(self.env, claim, spec, self.tracker.pending_model_dirs())
 
     def _end_data(
         self, spec: StudySpec, ctx: TrialContext, result: TrialResult, finals: dict[str, float]
@@ -133,13 +133,18 @@ class TrialTracking:
         }
 
     def _is_new_best(
-        self, spec: StudySpec, trial: optuna.Trial, ctx: TrialContext, result: TrialResult
+        self,
+        claim: Claim,
+        spec: StudySpec,
+        trial: optuna.Trial,
+        ctx: TrialContext,
+        result: TrialResult,
     ) -> bool:
         if result.outcome.state != "COMPLETE" or spec.is_multi_objective:
             return False
         if ctx.model_dir is None or not ctx.model_dir.is_dir():
             return False
-        best = self.env.optuna_storage.get_best_trial(self.env.study(spec.name, spec)._study_id)
+        best = self.env.optuna_storage.get_best_trial(claim.optuna_study_id)
         return best.number == trial.number
 
     def _study_ended(self, study_id: int) -> bool:
@@ -148,7 +153,7 @@ class TrialTracking:
             return study is not None and StudyStatus(study.status) in TERMINAL
 
 
-def prune_trial_dirs(env: SlotEnv, spec: StudySpec, keep: set[Path]) -> None:
+def prune_trial_dirs(env: SlotEnv, claim: Claim, spec: StudySpec, keep: set[Path]) -> None:
     """Keep the model folders of the best ``keep_top_k_models`` trials; delete the rest.
 
     Folders of trials that may still be retried (lost) or whose model is still
@@ -157,7 +162,7 @@ def prune_trial_dirs(env: SlotEnv, spec: StudySpec, keep: set[Path]) -> None:
     root = env.settings.trials_dir / spec.name
     if not root.is_dir() or spec.is_multi_objective:
         return
-    trials = env.study(spec.name, spec).get_trials(deepcopy=False)
+    trials = env.study(claim, spec).get_trials(deepcopy=False)
     direction = spec.objective_list[0].direction
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
     done.sort(key=lambda t: t.values[0], reverse=direction == "maximize")
