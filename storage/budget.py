@@ -9,7 +9,6 @@ max_concurrent_trials``, so no number of workers can overshoot either.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -155,15 +154,13 @@ def finish_lease(
     *,
     study_id: int,
     outcome: Outcome,
-    tell: Callable[[], str],
+    final_state: str,
     fail_fast_trials: int,
 ) -> bool:
-    """Tell Optuna (through ``tell``) and settle the lease, atomically with the counters.
+    """Settle a lease whose trial Optuna has been told (``final_state``), with the counters.
 
-    ``tell`` runs while the study row is locked and returns the trial's final
-    Optuna state (it must be idempotent: a retried finish calls it again).
-    Returns False when the lease is no longer this worker's (a reaper took it,
-    failed the trial and enqueued a retry): then nothing is told.
+    Returns False when the lease is no longer this worker's: a reaper took it,
+    and counted the told result or failed the trial and enqueued a retry.
     """
     study = lock_study(session, study_id)
     lease = lock_lease(session, lease_id)
@@ -171,7 +168,6 @@ def finish_lease(
         return False
     if lease.state != LeaseState.ACTIVE or lease.worker_id != worker_id:
         return False
-    final_state = tell()
     now = utcnow()
     lease.outcome = final_state
     lease.fail_reason = outcome.fail_reason

@@ -128,17 +128,18 @@ class Reaper:
             lease.state = LeaseState.RELEASED
             lease.fail_reason = "lost"
             return "released"
+        message = f"worker {lease.worker_id} stopped heartbeating"
         trial = self.optuna_storage.get_trial(lease.optuna_trial_id)
-        reaped_before = trial.user_attrs.get(ATTR_FAIL_REASON) == "lost"
-        if trial.state in FINISHED_STATES and not reaped_before:
-            # The worker told Optuna but died before settling the lease.
+        if trial.state == TrialState.RUNNING:
+            fail_trial(self.optuna_storage, lease.optuna_trial_id, "lost", message)
+            # Read again: the worker may have told its result in the meantime.
+            trial = self.optuna_storage.get_trial(lease.optuna_trial_id)
+        if trial.state in FINISHED_STATES and trial.user_attrs.get(ATTR_FAIL_REASON) != "lost":
+            # The worker told Optuna but did not settle the lease (it died, or is late).
             lease.state = LeaseState.FINISHED
             lease.outcome = trial.state.name
             study.n_finished += 1
             return "counted"
-        message = f"worker {lease.worker_id} stopped heartbeating"
-        if trial.state == TrialState.RUNNING:
-            fail_trial(self.optuna_storage, lease.optuna_trial_id, "lost", message)
         lease.fail_reason = "lost"
         lease.error = message
         lease.outcome = "FAIL"

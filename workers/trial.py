@@ -157,9 +157,10 @@ def _settle(
         )
         return
     study = env.study(claim, spec)
-
-    def tell() -> str:
-        return _tell(env, study, trial, result)
+    # Told before the lease is settled, outside the study's row lock, so that
+    # workers do not queue behind each other's Optuna writes. A reaper that
+    # takes the lease meanwhile sees the told result and counts it.
+    told = env.retrying(lambda: _tell(env, study, trial, result))
 
     def finish() -> bool:
         with env.db.session_scope() as session:
@@ -169,7 +170,7 @@ def _settle(
                 env.worker_id,
                 study_id=claim.study_id,
                 outcome=result.outcome,
-                tell=tell,
+                final_state=told,
                 fail_fast_trials=env.settings.fail_fast_trials,
             )
 

@@ -46,7 +46,7 @@ def _complete(db: Database, lease_id: int, worker: str, study_id: int) -> bool:
             worker,
             study_id=study_id,
             outcome=Outcome("COMPLETE", True),
-            tell=lambda: "COMPLETE",
+            final_state="COMPLETE",
             fail_fast_trials=3,
         )
 
@@ -186,7 +186,6 @@ def test_finish_after_reap_is_refused(settings: Settings) -> None:
         assert claim is not None
     with db.session_scope() as session:
         session.execute(update(Lease).values(state="lost"))
-    told = []
     with db.session_scope() as session:
         ok = finish_lease(
             session,
@@ -194,10 +193,37 @@ def test_finish_after_reap_is_refused(settings: Settings) -> None:
             "w",
             study_id=claim.study_id,
             outcome=Outcome("COMPLETE", True),
-            tell=lambda: told.append(1) or "COMPLETE",
+            final_state="COMPLETE",
             fail_fast_trials=3,
         )
-    assert not ok and told == []
+    assert not ok
+    with db.session_scope() as session:
+        study = studies.get_study(session, "refused")
+        assert (study.n_finished, study.n_active) == (0, 1)  # the reaper's to settle
+    db.dispose()
+
+
+def test_reaper_counts_a_result_told_before_the_lease_was_settled(settings: Settings) -> None:
+    db = _study(settings, "told")
+    storage = open_optuna_storage(settings.optuna_storage)
+    study = optuna.load_study(study_name="told", storage=storage)
+    with db.session_scope() as session:
+        claim = claim_slot(session, "slow-worker", "cpu")
+    assert claim is not None
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(-1, 1)})
+    study.tell(trial, 0.25)  # told, then the worker died before settling its lease
+    with db.session_scope() as session:
+        lease = session.get(Lease, claim.lease_id)
+        assert lease is not None
+        lease.optuna_trial_id, lease.trial_number = trial._trial_id, trial.number
+        lease.heartbeat_at = utcnow() - timedelta(seconds=60)
+    reaper = Reaper(db, storage, grace_s=1.0, fail_fast_trials=3)
+    reaper._healthy_since -= 10
+    assert [r.action for r in reaper.run_once()] == ["counted"]
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"]  # no retry
+    with db.session_scope() as session:
+        row = studies.get_study(session, "told")
+        assert (row.n_finished, row.n_active, row.n_lost) == (1, 0, 0)
     db.dispose()
 
 
@@ -215,7 +241,7 @@ def test_first_failures_with_one_error_fail_the_study(settings: Settings) -> Non
                 "w",
                 study_id=claim.study_id,
                 outcome=Outcome("FAIL", True, "exception", "ValueError: boom"),
-                tell=lambda: "FAIL",
+                final_state="FAIL",
                 fail_fast_trials=3,
             )
     with db.session_scope() as session:
