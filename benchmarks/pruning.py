@@ -32,6 +32,10 @@ PRUNERS: dict[str, dict[str, Any]] = {
     "none": {"name": "none"},
     "median": {"name": "median", "options": {"n_startup_trials": 5, "n_warmup_steps": 100}},
     "hyperband": {"name": "hyperband", "options": {"min_resource": 100, "reduction_factor": 3}},
+    "hyperband-eta4": {
+        "name": "hyperband",
+        "options": {"min_resource": 50, "reduction_factor": 4},
+    },
 }
 
 
@@ -127,6 +131,13 @@ def main() -> None:
         ),
     )
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument(
+        "--pruners",
+        nargs="+",
+        default=list(PRUNERS),
+        choices=list(PRUNERS),
+        help="which to run; 'none' is always run first as the baseline",
+    )
     args = parser.parse_args()
     rows = {}
     with throwaway_databases(args.server, 2) as (service_url, optuna_url):
@@ -134,7 +145,8 @@ def main() -> None:
         upgrade_service_schema(database)
         database.dispose()
         upgrade_optuna_schema(optuna_url)
-        for label, pruner in PRUNERS.items():
+        for label in ["none", *(p for p in args.pruners if p != "none")]:
+            pruner = PRUNERS[label]
             name = f"pruning-{label}"
             wall = run_study(service_url, optuna_url, name, spec(name, pruner, args.trials))
             rows[label] = {**summarize(optuna_url, name), "wall": wall}

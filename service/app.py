@@ -60,3 +60,11 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app with settings read from ``HPO_*`` (for ``uvicorn --factory``, one per process)."""
+    from service.redact import install_redaction
+
+    install_redaction()  # each server process configures its own logging
+    return create_app(Settings())

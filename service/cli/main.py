@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -62,6 +62,9 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
     migrate: Annotated[bool, typer.Option(help="upgrade the schemas before serving")] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="server processes (the API is CPU-bound per process)")
+    ] = 1,
 ) -> None:
     """Serve the REST API (OpenAPI at /docs)."""
     import uvicorn
@@ -80,7 +83,20 @@ def serve(
     if migrate:
         _upgrade(settings)
     install_redaction()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
+    if workers == 1:
+        app: Any = create_app(settings)
+    else:
+        # Each process builds its own app (and database pools) from the environment.
+        app = "service.app:app_from_environment"
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+        workers=workers,
+        factory=workers > 1,
+    )
 
 
 def _upgrade(settings: Settings) -> None:
