@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from service.cli import dashboard as dashboard_command
 from service.cli import demo as demo_command
@@ -100,21 +102,34 @@ def serve(
 
 
 def _upgrade(settings: Settings) -> None:
-    from storage.db import Database
-    from storage.migrate import (
-        upgrade_mlflow_store,
-        upgrade_optuna_schema,
-        upgrade_service_schema,
-    )
+    from storage.migrate import upgrade_mlflow_store, upgrade_optuna_schema
+    from storage.readiness import describe_db_error, safe_url
 
-    database = Database(settings.database_url)
+    steps: list[tuple[str, str, Callable[[str], None]]] = [
+        ("HPO_DATABASE_URL", settings.database_url, _upgrade_service),
+        ("HPO_OPTUNA_STORAGE", settings.optuna_storage, upgrade_optuna_schema),
+    ]
+    if settings.mlflow_enabled:
+        mlflow_uri = settings.mlflow_tracking_uri
+        steps.append(("HPO_MLFLOW_TRACKING_URI", mlflow_uri, upgrade_mlflow_store))
+    for variable, url, upgrade in steps:
+        try:
+            upgrade(url)
+        except (DBAPIError, ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise ClientError(
+                f"{variable}: cannot migrate {safe_url(url)}: {describe_db_error(exc)}"
+            ) from None
+
+
+def _upgrade_service(url: str) -> None:
+    from storage.db import Database
+    from storage.migrate import upgrade_service_schema
+
+    database = Database(url)
     try:
         upgrade_service_schema(database)
     finally:
         database.dispose()
-    upgrade_optuna_schema(settings.optuna_storage)
-    if settings.mlflow_enabled:
-        upgrade_mlflow_store(settings.mlflow_tracking_uri)
 
 
 @app.command()
@@ -128,6 +143,7 @@ def worker(
     exit_when_idle: Annotated[bool, typer.Option(help="exit when no study has work left")] = False,
 ) -> None:
     """Pull and run trials: one process per device slot."""
+    from storage.readiness import check_databases
     from workers.supervisor import DeviceError, Supervisor, resolve_devices
 
     configure_logging()
@@ -136,6 +152,7 @@ def worker(
         resolved = resolve_devices(devices)
     except DeviceError as exc:
         raise ClientError(str(exc)) from None
+    check_databases(settings.database_url, settings.optuna_storage)
     supervisor = Supervisor(settings, resolved, per_device, study or [], max_trials, exit_when_idle)
     raise typer.Exit(supervisor.run())
 
@@ -160,13 +177,16 @@ def token_create(
 ) -> None:
     """Print a new API token once (only its hash is stored)."""
     from storage.db import Database
+    from storage.readiness import check_service_schema
     from storage.tokens import Scope, create_token
 
     if scope not in ("read", "write", "admin"):
         raise ClientError(f"unknown scope {scope!r}: use read, write or admin")
     if not name.strip() or len(name) > 100:
         raise ClientError("--name must be 1 to 100 characters")
-    database = Database(load_settings().database_url)
+    settings = load_settings()
+    check_service_schema(settings.database_url)
+    database = Database(settings.database_url)
     try:
         with database.session_scope() as session:
             _, token = create_token(session, name, Scope.parse(scope), "cli")

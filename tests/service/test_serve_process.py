@@ -90,3 +90,22 @@ def test_serve_refuses_a_public_bind_without_auth(tmp_path: Path) -> None:
     result = run_hpo(["serve", "--host", "0.0.0.0", "--port", str(free_port())], env, timeout=60)
     assert result.returncode == 1
     assert "refusing to serve on 0.0.0.0 without authentication" in result.stderr
+
+
+def test_cli_messages_for_databases_that_are_not_ready(tmp_path: Path) -> None:
+    env = hpo_env({"HPO_DATA_DIR": str(tmp_path / "data")})
+    worker = run_hpo(["worker", "--devices", "cpu", "--exit-when-idle"], env)
+    assert worker.returncode == 1
+    assert "run `hpo db upgrade`" in worker.stderr and "Traceback" not in worker.stderr
+    token = run_hpo(["token", "create", "--name", "x"], env)
+    assert token.returncode == 1 and "run `hpo db upgrade`" in token.stderr
+    down = hpo_env(
+        {
+            "HPO_DATA_DIR": str(tmp_path / "data"),
+            "HPO_DATABASE_URL": f"postgresql://hpo:s3cret@127.0.0.1:{free_port()}/hpo",
+        }
+    )
+    for args in (["db", "upgrade"], ["worker", "--devices", "cpu"]):
+        result = run_hpo(args, down)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "HPO_DATABASE_URL: cannot" in result.stderr and "s3cret" not in result.stderr

@@ -1,0 +1,104 @@
+"""Is a database reachable and migrated? Answers for processes that start on one.
+
+Workers and ``hpo token create`` need the schemas that ``hpo db upgrade`` (or
+``hpo serve``) creates; without them they would fail deep inside SQLAlchemy or
+Optuna. These checks turn that into one sentence that says what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from storage.db import create_db_engine, is_sqlite
+from storage.errors import UnavailableError
+from storage.migrate import VERSION_TABLE, alembic_config
+
+T = TypeVar("T")
+UPGRADE_HINT = "run `hpo db upgrade` (or start `hpo serve`, which migrates)"
+
+
+class DatabaseNotReadyError(UnavailableError):
+    """A database cannot be opened, or its schema is missing or out of date."""
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable URL>"
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """The first line of the driver's message (no SQL, no parameters)."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
+def _inspect(url: str, variable: str, probe: Callable[[Connection], T]) -> T:
+    """Run ``probe(connection)`` on a short-lived engine; connection problems → clear error."""
+    if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:" and not Path(database).is_file():
+            raise DatabaseNotReadyError(
+                f"{variable}: the database file {database} does not exist; {UPGRADE_HINT}"
+            )
+    try:
+        engine = create_db_engine(url)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise DatabaseNotReadyError(
+            f"{variable}: {safe_url(url)} is not a usable URL ({exc})"
+        ) from None
+    try:
+        with engine.connect() as connection:
+            return probe(connection)
+    except DBAPIError as exc:
+        raise DatabaseNotReadyError(
+            f"{variable}: cannot open {safe_url(url)}: {describe_db_error(exc)}"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def check_service_schema(url: str) -> None:
+    """Raise unless the service tables are reachable and at the newest revision."""
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+    def current(connection: Connection) -> str | None:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+    revision = _inspect(url, "HPO_DATABASE_URL", current)
+    if revision is None:
+        raise DatabaseNotReadyError(
+            f"HPO_DATABASE_URL: {safe_url(url)} has no service tables; {UPGRADE_HINT}"
+        )
+    if revision != head:
+        raise DatabaseNotReadyError(
+            f"HPO_DATABASE_URL: the service tables in {safe_url(url)} are at revision "
+            f"{revision}, this version needs {head}; {UPGRADE_HINT}"
+        )
+
+
+def check_optuna_schema(url: str) -> None:
+    """Raise unless Optuna's tables exist in the storage (Optuna checks their version)."""
+    found = _inspect(url, "HPO_OPTUNA_STORAGE", lambda c: inspect(c).has_table("version_info"))
+    if not found:
+        raise DatabaseNotReadyError(
+            f"HPO_OPTUNA_STORAGE: {safe_url(url)} has no Optuna tables; {UPGRADE_HINT}"
+        )
+
+
+def check_databases(database_url: str, optuna_url: str) -> None:
+    """Both databases a worker needs: reachable and migrated."""
+    check_service_schema(database_url)
+    check_optuna_schema(optuna_url)
