@@ -84,6 +84,20 @@ def study_panel(study: dict[str, Any]) -> Group:
     return Group(lines)
 
 
+def progress_line(study: dict[str, Any]) -> str:
+    """One plain line of a study's progress, for logs and pipes."""
+    budget = study["budget"]
+    counts = "  ".join(f"{k} {v}" for k, v in (study.get("counts") or {}).items() if v)
+    line = (
+        f"{study['name']}: {study['status']}  {budget['finished']}/{budget['n_trials']} finished"
+        f"{f'  ({counts})' if counts else ''}"
+    )
+    best = study.get("best")
+    if best:
+        line += f"  best #{best['number']} {fmt(best.get('value'))}"
+    return line
+
+
 def short_worker(worker: str | None) -> str:
     """``host:device:slot`` of a worker id (which also holds the pid and a nonce)."""
     return ":".join(worker.split(":")[:3]) if worker else "-"

@@ -43,8 +43,14 @@ def load_spec_file(path: Path) -> dict[str, Any]:
 
 
 def watch_study(client: ApiClient, name: str, interval: float = 2.0) -> dict[str, Any]:
-    """Show a study live until it reaches a final status; return its last view."""
+    """Show a study live until it reaches a final status; return its last view.
+
+    On a terminal the view is redrawn in place; otherwise (a log, a pipe) one
+    line is printed whenever the counts or the best value change.
+    """
     study: dict[str, Any] = client.get(f"/studies/{name}")
+    if not console.is_terminal:
+        return _follow_in_lines(client, study, interval)
     with Live(_watch_view(client, study), console=console, refresh_per_second=4) as live:
         while study["status"] not in TERMINAL:
             time.sleep(interval)
@@ -53,8 +59,31 @@ def watch_study(client: ApiClient, name: str, interval: float = 2.0) -> dict[str
     return study
 
 
+def _follow_in_lines(client: ApiClient, study: dict[str, Any], interval: float) -> dict[str, Any]:
+    last = ""
+    while True:
+        line = render.progress_line(study)
+        if line != last:
+            console.print(line, highlight=False)
+            last = line
+        if study["status"] in TERMINAL:
+            return study
+        time.sleep(interval)
+        study = client.get(f"/studies/{study['name']}")
+
+
+def latest_trials(client: ApiClient, name: str, count: int) -> list[dict[str, Any]]:
+    """The ``count`` trials with the highest numbers (pages are in number order)."""
+    total = int(client.get(f"/studies/{name}/trials", limit=1)["total"])
+    offset = max(0, total - count)
+    items: list[dict[str, Any]] = client.get(
+        f"/studies/{name}/trials", limit=max(1, min(count, 1000)), offset=offset
+    )["items"]
+    return items
+
+
 def _watch_view(client: ApiClient, study: dict[str, Any]) -> Group:
-    recent = client.get(f"/studies/{study['name']}/trials", limit=1000)["items"][-8:]
+    recent = latest_trials(client, study["name"], 8)
     return Group(render.study_panel(study), render.trials_table(recent, "latest trials"))
 
 
@@ -92,8 +121,8 @@ def register(app: typer.Typer, client_factory: Any) -> None:
         client = client_factory()
         console.print(render.study_panel(client.get(f"/studies/{name}")))
         if trials > 0:
-            page = client.get(f"/studies/{name}/trials", limit=1000)
-            console.print(render.trials_table(page["items"][-trials:], "latest trials"))
+            recent = latest_trials(client, name, trials)
+            console.print(render.trials_table(recent, "latest trials"))
 
     @app.command()
     def watch(name: str) -> None:

@@ -20,6 +20,7 @@ def test_demo_runs_the_whole_system(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "completed" in out and "best trial #" in out
+    assert "completed  3/3 finished" in out  # progress lines (stdout is not a terminal)
     assert "mlflow ui --backend-store-uri" in out and "hpo dashboard --port 8080" in out
     data = tmp_path / ".hpo"
     assert (data / "hpo.db").is_file() and (data / "optuna.db").is_file()

@@ -66,6 +66,11 @@ def test_serve_process_and_cli(tmp_path: Path, pg_urls: tuple[str, str]) -> None
         assert "name:" in rejected.stderr and "budget.n_trials:" in rejected.stderr
         assert "[a-z0-9]" in rejected.stderr  # the pattern is shown, not eaten as markup
 
+        assert "cancelled" in run_hpo(["cancel", "cli-study"], env).stdout
+        watched = run_hpo(["watch", "cli-study"], env)
+        # Not a terminal: plain progress lines instead of a live view.
+        assert watched.returncode == 0 and "cli-study: cancelled  0/3 finished" in watched.stdout
+
         openapi = httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()
         assert "/api/v1/studies/{name}/trials/{number}" in openapi["paths"]
     assert proc.returncode in (0, -15)
