@@ -2,8 +2,8 @@
 
 Each study (the builtin text-classification task, ``--trials`` trials, TPE with
 one seed) runs through the service with one worker slot; the table gives the
-best ``val_accuracy`` and the optimizer steps trained in total (the last
-reported step of every trial), against the unpruned study.
+best ``val_accuracy`` and the optimizer steps and training examples of all
+trials together (up to the last evaluation of each), against the unpruned study.
 
     python -m benchmarks.pruning --trials 30
 """
@@ -11,6 +11,7 @@ reported step of every trial), against the unpruned study.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -28,18 +29,34 @@ from storage.optuna_store import open_optuna_storage
 from storage.validation import ValidationPolicy, validate_spec
 
 REPO = Path(__file__).resolve().parent.parent
-PRUNERS: dict[str, dict[str, Any]] = {
-    "none": {"name": "none"},
-    "median": {"name": "median", "options": {"n_startup_trials": 5, "n_warmup_steps": 100}},
-    "hyperband": {"name": "hyperband", "options": {"min_resource": 100, "reduction_factor": 3}},
-    "hyperband-eta4": {
-        "name": "hyperband",
-        "options": {"min_resource": 50, "reduction_factor": 4},
-    },
+# Label -> (pruner, unit of the reported step). Resources of the "examples"
+# settings are training examples (4,000 = one epoch of the training set); the
+# "steps" settings start pruning after 100 optimizer steps.
+PRUNERS: dict[str, tuple[dict[str, Any], str]] = {
+    "none": ({"name": "none"}, "examples"),
+    "median": (
+        {"name": "median", "options": {"n_startup_trials": 5, "n_warmup_steps": 4000}},
+        "examples",
+    ),
+    "hyperband": (
+        {"name": "hyperband", "options": {"min_resource": 4000, "reduction_factor": 3}},
+        "examples",
+    ),
+    "median-steps-early": (
+        {"name": "median", "options": {"n_startup_trials": 5, "n_warmup_steps": 100}},
+        "steps",
+    ),
+    "hyperband-steps-early": (
+        {"name": "hyperband", "options": {"min_resource": 100, "reduction_factor": 3}},
+        "steps",
+    ),
 }
+N_TRAIN = 4000
 
 
-def spec(name: str, pruner: dict[str, Any], n_trials: int) -> dict[str, Any]:
+def spec(
+    name: str, pruner: dict[str, Any], report_step: str, n_trials: int, seed: int
+) -> dict[str, Any]:
     return {
         "name": name,
         "task": {
@@ -48,13 +65,14 @@ def spec(name: str, pruner: dict[str, Any], n_trials: int) -> dict[str, Any]:
                 "dataset": {
                     "source": "builtin",
                     "name": "sentiment",
-                    "n_train": 4000,
+                    "n_train": N_TRAIN,
                     "n_validation": 800,
                 },
                 "model": {"source": "scratch", "vocab_size": 2000},
                 "max_epochs": 4,
                 "eval_every_steps": 50,
                 "max_seq_len": 64,
+                "report_step": report_step,
             },
         },
         "objective": {"metric": "val_accuracy", "direction": "maximize"},
@@ -65,7 +83,7 @@ def spec(name: str, pruner: dict[str, Any], n_trials: int) -> dict[str, Any]:
             "hidden_dropout": {"type": "float", "low": 0.0, "high": 0.2},
             "batch_size": {"type": "categorical", "choices": [16, 32]},
         },
-        "sampler": {"name": "tpe", "seed": 2026},
+        "sampler": {"name": "tpe", "seed": seed},
         "pruner": pruner,
         "budget": {"n_trials": n_trials, "max_concurrent_trials": 1},
     }
@@ -110,15 +128,36 @@ def run_study(service_url: str, optuna_url: str, name: str, body: dict[str, Any]
     return time.monotonic() - started
 
 
-def summarize(optuna_url: str, name: str) -> dict[str, float]:
+def trial_rows(optuna_url: str, name: str, report_step: str) -> list[dict[str, Any]]:
+    """Per trial: state, params, final value, curve, and the data it trained on."""
     trials = optuna.load_study(study_name=name, storage=optuna_url).get_trials(deepcopy=False)
-    steps = sum(max(t.intermediate_values, default=0) for t in trials)
-    complete = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    rows = []
+    for t in trials:
+        last = max(t.intermediate_values, default=0)
+        batch = int(t.params["batch_size"])
+        examples = last if report_step == "examples" else last * batch
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "params": t.params,
+                "value": t.value,
+                "examples": examples,
+                "steps": examples // batch,
+                "curve": t.intermediate_values,
+            }
+        )
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
+    complete = [r["value"] for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
     return {
         "best": max(complete),
-        "steps": steps,
+        "steps": sum(r["steps"] for r in rows),
+        "examples": sum(r["examples"] for r in rows),
         "complete": len(complete),
-        "pruned": sum(t.state.name == "PRUNED" for t in trials),
+        "pruned": sum(r["state"] == "PRUNED" for r in rows),
     }
 
 
@@ -138,28 +177,36 @@ def main() -> None:
         choices=list(PRUNERS),
         help="which to run; 'none' is always run first as the baseline",
     )
+    parser.add_argument("--seed", type=int, default=2026, help="the TPE sampler's seed")
+    parser.add_argument("--details", type=Path, help="write every trial (params, curve) as JSON")
     args = parser.parse_args()
     rows = {}
+    details: dict[str, list[dict[str, Any]]] = {}
     with throwaway_databases(args.server, 2) as (service_url, optuna_url):
         database = Database(service_url)
         upgrade_service_schema(database)
         database.dispose()
         upgrade_optuna_schema(optuna_url)
         for label in ["none", *(p for p in args.pruners if p != "none")]:
-            pruner = PRUNERS[label]
+            pruner, report_step = PRUNERS[label]
             name = f"pruning-{label}"
-            wall = run_study(service_url, optuna_url, name, spec(name, pruner, args.trials))
-            rows[label] = {**summarize(optuna_url, name), "wall": wall}
+            body = spec(name, pruner, report_step, args.trials, args.seed)
+            wall = run_study(service_url, optuna_url, name, body)
+            details[label] = trial_rows(optuna_url, name, report_step)
+            rows[label] = {**summarize(details[label]), "wall": wall}
+    if args.details is not None:
+        args.details.write_text(json.dumps(details, indent=1))
     base = rows["none"]
     print(
-        "| pruner | best val_accuracy | Δ vs none (points) | training steps | steps vs none "
-        "| complete / pruned | wall s |"
+        "| pruner | best val_accuracy | Δ vs none (points) | optimizer steps | steps vs none "
+        "| examples vs none | complete / pruned | wall s |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for label, r in rows.items():
         print(
             f"| {label} | {r['best']:.4f} | {100 * (r['best'] - base['best']):+.1f} | "
             f"{r['steps']:.0f} | {100 * r['steps'] / base['steps']:.0f} % | "
+            f"{100 * r['examples'] / base['examples']:.0f} % | "
             f"{r['complete']:.0f} / {r['pruned']:.0f} | {r['wall']:.0f} |"
         )
 

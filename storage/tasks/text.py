@@ -94,6 +94,14 @@ class _TransformerConfig(_Strict):
     max_seq_len: int = Field(default=128, ge=8, le=8192)
     max_steps: int | None = Field(default=None, ge=1, description="stop after N optimizer steps")
     compile: bool = Field(default=False, description="torch.compile the model (CUDA)")
+    report_step: Literal["steps", "examples"] = Field(
+        default="steps",
+        description=(
+            "the step of reported metrics (pruners, MLflow curves): optimizer steps, or "
+            "training examples seen (steps x batch_size x grad_accum_steps); use examples "
+            "when batch_size is searched together with a pruner"
+        ),
+    )
 
 
 class TextClassificationConfig(_TransformerConfig):

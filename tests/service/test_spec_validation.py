@@ -228,6 +228,15 @@ INVALID: list[tuple[str, dict[str, Any], list[str | int]]] = [
         ["task", "config", "dataset", "path"],
     ),
     (
+        "report-step-unknown-unit",
+        {
+            "task": {"name": "masked-lm", "config": {"report_step": "epochs"}},
+            SS: _DELETE,
+            "objective": _DELETE,
+        },
+        ["task", "config", "report_step"],
+    ),
+    (
         "pretrained-architecture-tuned",
         {
             "task": {

@@ -90,6 +90,8 @@ def test_settings_reject_nonsense() -> None:
         _settings(optimizer="adagrad")
     with pytest.raises(TaskError, match="warmup_ratio"):
         _settings(warmup_ratio=1.5)
+    with pytest.raises(TaskError, match="report_step"):
+        _settings(report_step="epochs")
 
 
 def test_bucketed_batches_cover_everything_with_little_padding() -> None:
@@ -206,6 +208,22 @@ def test_max_steps_eval_every_and_final_artifacts(
     assert ctx.model_dir == ctx.work_dir / MODEL_DIR
     assert not (ctx.work_dir / CHECKPOINT_DIR).exists()
     assert ctx.info["n_train"] == 400 and ctx.info["num_labels"] == 2
+
+
+def test_steps_can_be_reported_as_examples_seen(
+    make_context: ContextFactory, builtin_config: ConfigFactory, tiny_params: dict[str, Any]
+) -> None:
+    # Trials with different batch sizes are then compared after the same data.
+    ctx = make_context(
+        config=builtin_config(
+            max_epochs=5, eval_every_steps=4, max_steps=10, report_step="examples"
+        ),
+        params={**tiny_params, "grad_accum_steps": 2},
+    )
+    reports = _record(ctx)
+    load_builtin("text-classification")(ctx)
+    per_step = int(tiny_params["batch_size"]) * 2
+    assert [step for step, _ in reports] == [4 * per_step, 8 * per_step, 10 * per_step]
 
 
 def test_l1_penalty_shrinks_weights(

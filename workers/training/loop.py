@@ -236,7 +236,8 @@ def _evaluate(session: _Session) -> dict[str, float]:
     return metrics
 
 
-def _report(session: _Session, step: int, metrics: dict[str, float]) -> None:
+def _report(session: _Session, optimizer_step: int, metrics: dict[str, float]) -> None:
+    step = session.settings.reported_step(optimizer_step)
     session.ctx.report(step, metrics)
     if session.ctx.should_prune():
         # A pruned trial is never resumed: its checkpoint is dead weight.

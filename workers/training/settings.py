@@ -12,6 +12,7 @@ from workers.errors import TaskError
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("linear", "cosine", "constant")
+REPORT_STEPS = ("steps", "examples")
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,9 @@ class TrainSettings:
 
     ``batch_size`` is per micro-batch; an optimizer step sees
     ``batch_size * grad_accum_steps`` examples. ``eval_every_steps`` counts
-    optimizer steps; None evaluates once per epoch.
+    optimizer steps; None evaluates once per epoch. ``report_step`` is the unit
+    of the reported step: ``steps``, or ``examples`` (trials with different
+    batch sizes are then compared by pruners after the same amount of data).
 
     Raises:
         TaskError: a value out of range or an unknown optimizer / schedule.
@@ -42,6 +45,7 @@ class TrainSettings:
     max_steps: int | None = None
     eval_every_steps: int | None = None
     compile: bool = False
+    report_step: str = "steps"
 
     def __post_init__(self) -> None:
         problems = []
@@ -57,6 +61,8 @@ class TrainSettings:
             problems.append(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
         if min(self.weight_decay, self.l1_penalty, self.max_grad_norm, self.momentum) < 0:
             problems.append("weight_decay, l1_penalty, max_grad_norm and momentum must be >= 0")
+        if self.report_step not in REPORT_STEPS:
+            problems.append(f"report_step must be one of {REPORT_STEPS}, not {self.report_step!r}")
         for name in ("max_steps", "eval_every_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -85,7 +91,14 @@ class TrainSettings:
             max_steps=_optional_int(config.get("max_steps")),
             eval_every_steps=_optional_int(config.get("eval_every_steps")),
             compile=bool(config.get("compile", False)),
+            report_step=str(config.get("report_step", "steps")),
         )
+
+    def reported_step(self, optimizer_step: int) -> int:
+        """The step metrics are reported at: optimizer steps or examples seen."""
+        if self.report_step == "examples":
+            return optimizer_step * self.batch_size * self.grad_accum_steps
+        return optimizer_step
 
 
 def run_fingerprint(settings: TrainSettings, ctx: TrialContext) -> str:
