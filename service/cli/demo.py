@@ -45,6 +45,8 @@ def demo_spec(name: str, trials: int) -> dict[str, Any]:
                 "max_epochs": 3,
                 "eval_every_steps": 25,
                 "max_seq_len": 64,
+                # batch_size is searched: compare trials after the same data.
+                "report_step": "examples",
             },
         },
         "objective": {"metric": "val_accuracy", "direction": "maximize"},
@@ -56,8 +58,8 @@ def demo_spec(name: str, trials: int) -> dict[str, Any]:
             "batch_size": {"type": "categorical", "choices": [16, 32]},
         },
         "sampler": {"name": "tpe", "seed": 42, "options": {"n_startup_trials": 4}},
-        # Resources are optimizer steps: the first rung is after two evaluations.
-        "pruner": {"name": "hyperband", "options": {"min_resource": 100, "reduction_factor": 3}},
+        # Resources are training examples: the first rung is after one epoch.
+        "pruner": {"name": "hyperband", "options": {"min_resource": 3000, "reduction_factor": 3}},
         "budget": {"n_trials": trials, "max_concurrent_trials": 1, "max_retries": 1},
     }
 

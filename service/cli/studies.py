@@ -64,7 +64,7 @@ def _follow_in_lines(client: ApiClient, study: dict[str, Any], interval: float) 
     while True:
         line = render.progress_line(study)
         if line != last:
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, soft_wrap=True)
             last = line
         if study["status"] in TERMINAL:
             return study
