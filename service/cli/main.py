@@ -84,6 +84,10 @@ def serve(
     settings.ensure_data_dir()
     if migrate:
         _upgrade(settings)
+    else:
+        from storage.readiness import check_databases
+
+        check_databases(settings.database_url, settings.optuna_storage)
     install_redaction()
     if workers == 1:
         app: Any = create_app(settings)

@@ -102,6 +102,8 @@ def test_cli_messages_for_databases_that_are_not_ready(tmp_path: Path) -> None:
     worker = run_hpo(["worker", "--devices", "cpu", "--exit-when-idle"], env)
     assert worker.returncode == 1
     assert "run `hpo db upgrade`" in worker.stderr and "Traceback" not in worker.stderr
+    serve = run_hpo(["serve", "--no-migrate", "--port", str(free_port())], env)
+    assert serve.returncode == 1 and "run `hpo db upgrade`" in serve.stderr
     token = run_hpo(["token", "create", "--name", "x"], env)
     assert token.returncode == 1 and "run `hpo db upgrade`" in token.stderr
     down = hpo_env(
