@@ -17,6 +17,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
 from storage.optuna_store import open_optuna_storage
 from storage.validation import ValidationPolicy, validate_spec
 from tests.procs import free_port, stop_group, wait_http
+
+SCRATCH = Path(tempfile.gettempdir()) / "hpo-load"
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "load-benchmark-admin-token"
@@ -121,14 +124,14 @@ def main() -> None:
         upgrade_optuna_schema(optuna_url)
         populate(service_url, optuna_url, args.trials)
         port = free_port()
-        log = Path("/tmp/hpo-load/serve.log")
+        log = SCRATCH / "serve.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(
             os.environ,
             HPO_DATABASE_URL=service_url,
             HPO_OPTUNA_STORAGE=optuna_url,
             HPO_ADMIN_TOKEN=TOKEN,
-            HPO_DATA_DIR="/tmp/hpo-load",
+            HPO_DATA_DIR=str(SCRATCH),
             PYTHONPATH=str(REPO),
         )
         server = subprocess.Popen(

@@ -13,6 +13,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from storage.db import Database
 from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
 from storage.optuna_store import open_optuna_storage
 from storage.validation import ValidationPolicy, validate_spec
+
+SCRATCH = Path(tempfile.gettempdir()) / "hpo-bench"
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 7
@@ -70,7 +73,7 @@ def run_service(
         HPO_DATABASE_URL=service_url,
         HPO_OPTUNA_STORAGE=optuna_url,
         HPO_ALLOWED_TASK_MODULES="benchmarks",
-        HPO_DATA_DIR="/tmp/hpo-bench",
+        HPO_DATA_DIR=str(SCRATCH),
         # Dispatch alone, as bare Optuna has no tracking (see --tracking).
         HPO_MLFLOW_ENABLED="true" if tracking else "false",
         PYTHONPATH=str(REPO),

@@ -14,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from storage.db import Database
 from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
 from storage.settings import normalize_database_url
 from tests.procs import free_port, stop_group, wait_http
+
+SCRATCH = Path(tempfile.gettempdir()) / "hpo-ttft"
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,7 +80,7 @@ def main() -> None:
             HPO_ALLOWED_TASK_MODULES="benchmarks",
             HPO_MLFLOW_ENABLED="false",
             HPO_POLL_INTERVAL_S="30",
-            HPO_DATA_DIR="/tmp/hpo-ttft",
+            HPO_DATA_DIR=str(SCRATCH),
             PYTHONPATH=str(REPO),
         )
         hpo = [sys.executable, "-m", "service.cli.main"]

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from storage.db import Database
 from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
 from storage.optuna_store import open_optuna_storage
 from storage.validation import ValidationPolicy, validate_spec
+
+SCRATCH = Path(tempfile.gettempdir()) / "hpo-pruning"
 
 REPO = Path(__file__).resolve().parent.parent
 # Label -> (pruner, unit of the reported step). Resources of the "examples"
@@ -104,7 +107,7 @@ def run_study(service_url: str, optuna_url: str, name: str, body: dict[str, Any]
         HPO_DATABASE_URL=service_url,
         HPO_OPTUNA_STORAGE=optuna_url,
         HPO_MLFLOW_ENABLED="false",
-        HPO_DATA_DIR=f"/tmp/hpo-pruning/{name}",
+        HPO_DATA_DIR=str(SCRATCH / name),
         PYTHONPATH=str(REPO),
     )
     started = time.monotonic()
