@@ -24,11 +24,7 @@ from pathlib import Path
 import httpx
 import optuna
 
-from benchmarks.pg import throwaway_databases
-from storage import studies
-from storage.db import Database
-from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
-from storage.optuna_store import open_optuna_storage
+from benchmarks.pg import add_server_argument, create_study, migrated_databases
 from storage.validation import ValidationPolicy, validate_spec
 from tests.procs import free_port, stop_group, wait_http
 
@@ -43,10 +39,7 @@ def populate(service_url: str, optuna_url: str, n_trials: int) -> None:
         {"name": "loaded", "task": {"name": "mlp-classifier"}, "budget": {"n_trials": n_trials}},
         ValidationPolicy(),
     )
-    database = Database(service_url)
-    with database.session_scope() as session:
-        studies.create_study(session, open_optuna_storage(optuna_url), spec, "bench")
-    database.dispose()
+    create_study(service_url, optuna_url, spec)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
         study_name="loaded", storage=optuna_url, sampler=optuna.samplers.RandomSampler(seed=0)
@@ -106,22 +99,13 @@ async def hammer(base: str, paths: list[str], clients: int, seconds: float) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--server",
-        default=os.environ.get(
-            "HPO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    add_server_argument(parser)
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--api-workers", type=int, default=1, help="hpo serve --workers")
     args = parser.parse_args()
-    with throwaway_databases(args.server, 2) as (service_url, optuna_url):
-        database = Database(service_url)
-        upgrade_service_schema(database)
-        database.dispose()
-        upgrade_optuna_schema(optuna_url)
+    with migrated_databases(args.server) as (service_url, optuna_url):
         populate(service_url, optuna_url, args.trials)
         port = free_port()
         log = SCRATCH / "serve.log"

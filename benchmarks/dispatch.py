@@ -19,11 +19,7 @@ from pathlib import Path
 
 import optuna
 
-from benchmarks.pg import throwaway_databases
-from storage import studies
-from storage.db import Database
-from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
-from storage.optuna_store import open_optuna_storage
+from benchmarks.pg import add_server_argument, create_study, migrated_databases
 from storage.validation import ValidationPolicy, validate_spec
 
 SCRATCH = Path(tempfile.gettempdir()) / "hpo-bench"
@@ -61,13 +57,10 @@ def run_service(
     service_url: str, optuna_url: str, n_trials: int, workers: int, tracking: bool = False
 ) -> str:
     name = f"service-{workers}w" + ("-tracked" if tracking else "")
-    database = Database(service_url)
     spec = validate_spec(
         _spec(name, n_trials, workers), ValidationPolicy(allowed_task_modules=["benchmarks"])
     )
-    with database.session_scope() as session:
-        studies.create_study(session, open_optuna_storage(optuna_url), spec, "bench")
-    database.dispose()
+    create_study(service_url, optuna_url, spec)
     env = dict(
         os.environ,
         HPO_DATABASE_URL=service_url,
@@ -126,12 +119,7 @@ def run_bare(optuna_url: str, n_trials: int, processes: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--server",
-        default=os.environ.get(
-            "HPO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    add_server_argument(parser)
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
@@ -141,11 +129,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows = []
-    with throwaway_databases(args.server, 2) as (service_url, optuna_url):
-        upgrade_optuna_schema(optuna_url)
-        database = Database(service_url)
-        upgrade_service_schema(database)
-        database.dispose()
+    with migrated_databases(args.server) as (service_url, optuna_url):
         for workers in args.workers:
             runs = [
                 ("bare Optuna optimize", lambda w: run_bare(optuna_url, args.trials, w)),

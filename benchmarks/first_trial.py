@@ -21,9 +21,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
-from benchmarks.pg import throwaway_databases
-from storage.db import Database
-from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
+from benchmarks.pg import add_server_argument, migrated_databases
 from storage.settings import normalize_database_url
 from tests.procs import free_port, stop_group, wait_http
 
@@ -57,20 +55,11 @@ def first_running(engine: object, name: str, started: float, timeout: float = 30
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--server",
-        default=os.environ.get(
-            "HPO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    add_server_argument(parser)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    with throwaway_databases(args.server, 2) as (service_url, optuna_url):
-        database = Database(service_url)
-        upgrade_service_schema(database)
-        database.dispose()
-        upgrade_optuna_schema(optuna_url)
+    with migrated_databases(args.server) as (service_url, optuna_url):
         port = free_port()
         # A long poll interval: only NOTIFY can make the first trial start quickly.
         env = dict(

@@ -22,11 +22,7 @@ from typing import Any
 
 import optuna
 
-from benchmarks.pg import throwaway_databases
-from storage import studies
-from storage.db import Database
-from storage.migrate import upgrade_optuna_schema, upgrade_service_schema
-from storage.optuna_store import open_optuna_storage
+from benchmarks.pg import add_server_argument, create_study, migrated_databases
 from storage.validation import ValidationPolicy, validate_spec
 
 SCRATCH = Path(tempfile.gettempdir()) / "hpo-pruning"
@@ -93,15 +89,7 @@ def spec(
 
 
 def run_study(service_url: str, optuna_url: str, name: str, body: dict[str, Any]) -> float:
-    database = Database(service_url)
-    with database.session_scope() as session:
-        studies.create_study(
-            session,
-            open_optuna_storage(optuna_url),
-            validate_spec(body, ValidationPolicy()),
-            "bench",
-        )
-    database.dispose()
+    create_study(service_url, optuna_url, validate_spec(body, ValidationPolicy()))
     env = dict(
         os.environ,
         HPO_DATABASE_URL=service_url,
@@ -166,12 +154,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--server",
-        default=os.environ.get(
-            "HPO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    add_server_argument(parser)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument(
         "--pruners",
@@ -185,11 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = {}
     details: dict[str, list[dict[str, Any]]] = {}
-    with throwaway_databases(args.server, 2) as (service_url, optuna_url):
-        database = Database(service_url)
-        upgrade_service_schema(database)
-        database.dispose()
-        upgrade_optuna_schema(optuna_url)
+    with migrated_databases(args.server) as (service_url, optuna_url):
         for label in ["none", *(p for p in args.pruners if p != "none")]:
             pruner, report_step = PRUNERS[label]
             name = f"pruning-{label}"

@@ -60,13 +60,31 @@ def downgrade_service_schema(database: Database, revision: str = "base") -> None
         connection.commit()
 
 
+def upgrade_service_database(url: str) -> None:
+    """:func:`upgrade_service_schema` to head through a pool opened for it alone."""
+    database = Database(url)
+    try:
+        upgrade_service_schema(database)
+    finally:
+        database.dispose()
+
+
+def service_schema_head(url: str) -> str | None:
+    """The newest revision of the service tables that this version knows."""
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def service_schema_revision(connection: Connection) -> str | None:
+    """The revision the service tables are at (None: never migrated)."""
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
 def service_schema_is_current(database: Database) -> bool:
     """True when the service tables are at the newest revision."""
-    head = ScriptDirectory.from_config(alembic_config(database.url)).get_current_head()
     with database.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        current = context.get_current_revision()
-    return current == head
+        current = service_schema_revision(connection)
+    return current == service_schema_head(database.url)
 
 
 def upgrade_optuna_schema(url: str) -> None:

@@ -11,15 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from storage.db import create_db_engine, is_sqlite
 from storage.errors import UnavailableError
-from storage.migrate import VERSION_TABLE, alembic_config
+from storage.migrate import service_schema_head, service_schema_revision
 
 T = TypeVar("T")
 UPGRADE_HINT = "run `hpo db upgrade` (or start `hpo serve`, which migrates)"
@@ -71,13 +69,8 @@ def _inspect(url: str, variable: str, probe: Callable[[Connection], T]) -> T:
 
 def check_service_schema(url: str) -> None:
     """Raise unless the service tables are reachable and at the newest revision."""
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
-
-    def current(connection: Connection) -> str | None:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
-
-    revision = _inspect(url, "HPO_DATABASE_URL", current)
+    head = service_schema_head(url)
+    revision = _inspect(url, "HPO_DATABASE_URL", service_schema_revision)
     if revision is None:
         raise DatabaseNotReadyError(
             f"HPO_DATABASE_URL: {safe_url(url)} has no service tables; {UPGRADE_HINT}"

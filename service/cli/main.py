@@ -106,11 +106,15 @@ def serve(
 
 
 def _upgrade(settings: Settings) -> None:
-    from storage.migrate import upgrade_mlflow_store, upgrade_optuna_schema
+    from storage.migrate import (
+        upgrade_mlflow_store,
+        upgrade_optuna_schema,
+        upgrade_service_database,
+    )
     from storage.readiness import describe_db_error, safe_url
 
     steps: list[tuple[str, str, Callable[[str], None]]] = [
-        ("HPO_DATABASE_URL", settings.database_url, _upgrade_service),
+        ("HPO_DATABASE_URL", settings.database_url, upgrade_service_database),
         ("HPO_OPTUNA_STORAGE", settings.optuna_storage, upgrade_optuna_schema),
     ]
     if settings.mlflow_enabled:
@@ -123,17 +127,6 @@ def _upgrade(settings: Settings) -> None:
             raise ClientError(
                 f"{variable}: cannot migrate {safe_url(url)}: {describe_db_error(exc)}"
             ) from None
-
-
-def _upgrade_service(url: str) -> None:
-    from storage.db import Database
-    from storage.migrate import upgrade_service_schema
-
-    database = Database(url)
-    try:
-        upgrade_service_schema(database)
-    finally:
-        database.dispose()
 
 
 @app.command()
