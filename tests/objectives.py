@@ -26,7 +26,8 @@ def quadratic(ctx: TrialContext) -> Mapping[str, float]:
     steps = int(ctx.config.get("steps", 3))
     for step in range(steps):
         time.sleep(float(ctx.config.get("sleep_s", 0.05)))
-        ctx.report(step, {"loss": (x - 2.0) ** 2 + (steps - step), "step_time": 0.0})
+        loss = (x - 2.0) ** 2 + (steps - step)
+        ctx.report(step, {"loss": loss, "step_time": 0.0}, final=step == steps - 1)
         if ctx.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}")
     return {"loss": (x - 2.0) ** 2}

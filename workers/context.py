@@ -4,7 +4,9 @@ A task is ``run(ctx: TrialContext) -> Mapping[str, float]``. It reads
 ``ctx.params`` (the task's defaults overlaid with the sampled values) and
 ``ctx.config`` (the validated task config), trains, calls ``ctx.report(step,
 metrics)`` after each evaluation and then ``ctx.should_prune()``, and returns
-its final metrics (which must include the study's objective metrics).
+its final metrics (which must include the study's objective metrics). The
+last evaluation is reported with ``final=True``: a trial whose training is
+done is never pruned.
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ class TrialContext:
     critical: Callable[[], AbstractContextManager[None]] = nullcontext
     # How Optuna storage calls are made; the worker retries them through outages.
     db_call: Callable[[Callable[[], Any]], Any] = field(default=lambda call: call())
+    # Checked before the final model is written (a worker whose trial was
+    # taken over must not overwrite the retry's files).
+    save_checks: list[Callable[[], None]] = field(default_factory=list)
     _last_step: int = -1
+    _final_reported: bool = False
 
     @property
     def number(self) -> int:
@@ -80,15 +86,18 @@ class TrialContext:
         with self.critical():
             return self.trial.suggest_categorical(name, list(choices))
 
-    def report(self, step: int, metrics: Mapping[str, float]) -> None:
+    def report(self, step: int, metrics: Mapping[str, float], *, final: bool = False) -> None:
         """Record an evaluation at ``step`` (which must grow) and tell the pruner.
 
         Every metric goes to the learning curve (MLflow); the first objective
-        metric, when present, is reported to Optuna for pruning.
+        metric, when present, is reported to Optuna for pruning. ``final``
+        marks the evaluation after the last training step: from then on
+        :meth:`should_prune` says no, since the whole training is paid for.
         """
         if step <= self._last_step:
             raise ValueError(f"report steps must grow: {step} after {self._last_step}")
         self._last_step = step
+        self._final_reported = self._final_reported or final
         clean = {k: float(v) for k, v in metrics.items()}
         objective = self.objective_metrics[0] if self.objective_metrics else None
         # A database write: interruptions wait until it is done.
@@ -99,8 +108,11 @@ class TrialContext:
                 hook(step, clean)
 
     def should_prune(self) -> bool:
-        """True when the pruner says stop (raise ``optuna.TrialPruned`` then)."""
-        if len(self.objective_metrics) != 1:
+        """True when the pruner says stop (raise ``optuna.TrialPruned`` then).
+
+        Never after the final evaluation: the trial completes with its result.
+        """
+        if len(self.objective_metrics) != 1 or self._final_reported:
             return False
         with self.critical():
             return bool(self.db_call(self.trial.should_prune))
@@ -108,6 +120,11 @@ class TrialContext:
     def set_info(self, **facts: Any) -> None:
         """Record facts that make the trial reproducible (dataset fingerprint...)."""
         self.info.update(facts)
+
+    def check_before_save(self) -> None:
+        """Raise if the trial may no longer write its final files (it was taken over)."""
+        for check in self.save_checks:
+            check()
 
     def set_model_dir(self, path: Path) -> None:
         """Where the task saved its final model (``transformers`` format)."""

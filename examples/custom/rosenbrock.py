@@ -7,7 +7,8 @@ Run the workers with this folder importable and the module allowed:
 The function gets the same trial context as the built-in tasks: ``ctx.params``
 (what the spec's search space sampled), ``ctx.suggest_*`` for define-by-run
 parameters, ``ctx.report(step, metrics)`` for learning curves and pruning,
-``ctx.should_prune()``, and ``ctx.config`` (the spec's ``task.config``).
+``ctx.should_prune()`` (never true after a report with ``final=True``), and
+``ctx.config`` (the spec's ``task.config``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def objective(ctx: TrialContext) -> Mapping[str, float]:
         x, y = x - learning_rate * grad_x, y - learning_rate * grad_y
         loss = (1 - x) ** 2 + 100 * (y - x * x) ** 2
         if step % 20 == 0:
-            ctx.report(step, {"loss": min(loss, 1e12)})
+            # The last report is the final evaluation: it is never pruned.
+            ctx.report(step, {"loss": min(loss, 1e12)}, final=step == steps)
             if ctx.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
     return {"loss": min(loss, 1e12), "x": x, "y": y}

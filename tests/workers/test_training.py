@@ -323,3 +323,21 @@ def test_absurd_learning_rate_is_pruned(
     assert reports, "pruned only after an evaluation"
     assert all(math.isnan(m["val_accuracy"]) or m["val_accuracy"] < 0.6 for _, m in reports)
     assert not (absurd.work_dir / CHECKPOINT_DIR).exists()
+
+
+def test_the_final_evaluation_is_never_pruned(
+    make_context: ContextFactory, builtin_config: ConfigFactory, tiny_params: dict[str, Any]
+) -> None:
+    # A pruner that prunes every report: only the evaluations before the last can stop it.
+    everything = optuna.pruners.ThresholdPruner(lower=2.0)
+    config = builtin_config(max_epochs=5, eval_every_steps=4, max_steps=8)
+    study = optuna.create_study(direction="maximize", pruner=everything)
+    early = make_context(config=config, params=tiny_params, study=study)
+    with pytest.raises(optuna.TrialPruned):
+        load_builtin("text-classification")(early)
+    assert early.trial.study.trials[-1].intermediate_values.keys() == {4}
+
+    only_final = make_context(config=builtin_config(max_steps=3), params=tiny_params, study=study)
+    metrics = load_builtin("text-classification")(only_final)
+    assert only_final.model_dir is not None and "val_accuracy" in metrics
+    assert not only_final.should_prune()

@@ -157,7 +157,7 @@ def run(ctx: TrialContext) -> dict[str, float]:
             loss.backward()
             optimizer.step()
         metrics = evaluate(model, data.x_val, data.y_val)
-        ctx.report(epoch, metrics)
+        ctx.report(epoch, metrics, final=epoch == config.max_epochs)
         if ctx.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
     save_model(model, ctx)
@@ -166,6 +166,7 @@ def run(ctx: TrialContext) -> dict[str, float]:
 
 def save_model(model: nn.Module, ctx: TrialContext) -> None:
     """The whole module (so MLflow's PyTorch flavor can log it) in the trial's folder."""
+    ctx.check_before_save()
     folder = ctx.work_dir / "model"
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.eval(), folder / "model.pt")

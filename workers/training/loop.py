@@ -165,7 +165,7 @@ def _train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict
     if evaluated_at != position.step or not metrics:
         # The last evaluation: no checkpoint, the final model is saved right after.
         metrics = _evaluate(session)
-        _report(session, position.step, metrics)
+        _report(session, position.step, metrics, final=True)
     _save_final(session)
     ctx.log.info("trained to step %d in %.1f s", position.step, time.monotonic() - session.started)
     return {**metrics, "params_m": trainable_parameters_m(session.model)}
@@ -236,9 +236,11 @@ def _evaluate(session: _Session) -> dict[str, float]:
     return metrics
 
 
-def _report(session: _Session, optimizer_step: int, metrics: dict[str, float]) -> None:
+def _report(
+    session: _Session, optimizer_step: int, metrics: dict[str, float], *, final: bool = False
+) -> None:
     step = session.settings.reported_step(optimizer_step)
-    session.ctx.report(step, metrics)
+    session.ctx.report(step, metrics, final=final)
     if session.ctx.should_prune():
         # A pruned trial is never resumed: its checkpoint is dead weight.
         remove_checkpoint(session.checkpoint_dir)
@@ -247,6 +249,7 @@ def _report(session: _Session, optimizer_step: int, metrics: dict[str, float]) -
 
 
 def _save_final(session: _Session) -> None:
+    session.ctx.check_before_save()
     target = session.ctx.work_dir / MODEL_DIR
 
     def write(folder: Path) -> None:
