@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.events import notify_claimable, record_event
-from storage.models import CLAIMABLE, Lease, LeaseState, Study, StudyStatus, utcnow
+from storage.models import CLAIMABLE, TERMINAL, Lease, LeaseState, Study, StudyStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -122,19 +122,26 @@ def _take_slot(session: Session, study: Study, worker_id: str, device: str, now:
 def attach_trial(
     session: Session,
     lease_id: int,
+    worker_id: str,
     *,
     trial_number: int,
     optuna_trial_id: int,
     retry_of: int | None,
     attempt: int,
-) -> None:
-    """Record which Optuna trial a lease runs."""
-    lease = session.get(Lease, lease_id)
-    if lease is not None:
-        lease.trial_number = trial_number
-        lease.optuna_trial_id = optuna_trial_id
-        lease.retry_of = retry_of
-        lease.attempt = attempt
+) -> bool:
+    """Record which Optuna trial a lease runs.
+
+    Returns False when the lease is no longer this worker's (it was reaped
+    while the worker was stopped): the trial must not run.
+    """
+    lease = lock_lease(session, lease_id)
+    if lease is None or lease.state != LeaseState.ACTIVE or lease.worker_id != worker_id:
+        return False
+    lease.trial_number = trial_number
+    lease.optuna_trial_id = optuna_trial_id
+    lease.retry_of = retry_of
+    lease.attempt = attempt
+    return True
 
 
 def heartbeat_lease(session: Session, lease_id: int, worker_id: str) -> tuple[bool, str | None]:
@@ -182,6 +189,11 @@ def finish_lease(
     return True
 
 
+def lease_fail_reason(session: Session, lease_id: int) -> str | None:
+    """Why a lease ended without counting (``lost`` when a reaper took its trial)."""
+    return session.scalar(select(Lease.fail_reason).where(Lease.id == lease_id))
+
+
 def release_lease(session: Session, lease_id: int, reason: str) -> None:
     """Hand back a slot that never got an Optuna trial (the ask failed)."""
     found = session.get(Lease, lease_id)
@@ -197,6 +209,19 @@ def release_lease(session: Session, lease_id: int, reason: str) -> None:
     study.n_active -= 1
     update_status(session, study, lease.finished_at, None)
     notify_claimable(session)
+
+
+def fail_study(session: Session, study_id: int, reason: str) -> bool:
+    """End an open study as failed with ``reason``.
+
+    Returns False when the study no longer exists or has already ended.
+    """
+    study = lock_study(session, study_id)
+    if study is None or StudyStatus(study.status) in TERMINAL:
+        return False
+    _set_final(session, study, StudyStatus.FAILED, reason, utcnow())
+    notify_claimable(session)
+    return True
 
 
 def update_status(

@@ -13,6 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.storages import RDBStorage
 from optuna.storages._rdb import models as rdb_models
 from optuna.trial import FrozenTrial, TrialState
@@ -29,6 +35,11 @@ ATTR_ERROR = "hpo.error"
 ATTR_FAIL_REASON = "hpo.fail_reason"
 ATTR_SEED = "hpo.seed"
 ATTR_ENQUEUED_BY = "hpo.enqueued_by"
+# The lease that asked for the trial: written right after the ask, so that a
+# trial whose worker died before recording it on the lease can be told apart.
+ATTR_LEASE = "hpo.lease"
+# On a re-queued copy of an orphaned enqueued trial: the orphan's number.
+ATTR_REQUEUE_OF = "hpo.requeue_of"
 TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
 _TRIAL_RELATIONS = (
     "params",
@@ -49,6 +60,21 @@ def open_optuna_storage(url: str, *, create_tables: bool = False) -> RDBStorage:
         ensure_sqlite_dir(url)
         kwargs = {"connect_args": {"timeout": 60}}
     return RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=not create_tables)
+
+
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    """``trial.suggest_*`` for a distribution, as ``study.ask(fixed_distributions)`` does."""
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    raise TypeError(f"no suggest method for {type(distribution).__name__}")
 
 
 def enable_sqlite_wal(storage: RDBStorage) -> None:
@@ -199,8 +225,10 @@ def trial_to_dict(
         "worker": worker,
         "device": device,
         "retry_of": attrs.get(ATTR_RETRY_OF),
-        "error": attrs.get(ATTR_ERROR),
-        "fail_reason": attrs.get(ATTR_FAIL_REASON),
+        # A reaper may have written its reason just before the worker's own
+        # result won: the reason belongs to FAIL trials only.
+        "error": attrs.get(ATTR_ERROR) if trial.state == TrialState.FAIL else None,
+        "fail_reason": attrs.get(ATTR_FAIL_REASON) if trial.state == TrialState.FAIL else None,
         "mlflow_run_id": mlflow_run_id,
         "user_attrs": {k: v for k, v in attrs.items() if not k.startswith("hpo.")},
     }

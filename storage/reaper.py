@@ -3,6 +3,8 @@
 Any process may reap (every worker supervisor and the API do): each lease is
 settled in its own transaction under the study's row lock, and the Optuna
 side is idempotent, so two reapers never double-count or double-retry.
+Each pass also fails the orphaned Optuna trials of open studies (see
+:mod:`storage.orphans`), so Optuna never shows a trial RUNNING that no worker runs.
 """
 
 from __future__ import annotations
@@ -15,25 +17,27 @@ from datetime import datetime, timedelta
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
-from sqlalchemy import select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from storage.budget import lock_lease, lock_study, update_status
 from storage.db import Database
 from storage.errors import UnavailableError
 from storage.events import notify_claimable, record_event
-from storage.models import Lease, LeaseState, Study, utcnow
+from storage.models import TERMINAL, Lease, LeaseState, Study, utcnow
 from storage.optuna_store import (
     ATTR_ATTEMPT,
-    ATTR_ERROR,
     ATTR_FAIL_REASON,
     ATTR_RETRY_OF,
     ATTR_RETRY_ROOT,
     ATTR_SEED,
 )
+from storage.orphans import ActiveLease, fail_orphan, fail_trial, find_orphans
 
 logger = logging.getLogger(__name__)
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# Ended studies are still checked for orphans for a while (a worker that died
+# during the last ask of a study leaves one after the study completed).
+ORPHAN_WATCH_AFTER_END = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class Reaper:
                 continue
             if result is not None:
                 reaped.append(result)
+        self._fail_orphans_of_open_studies()
         return reaped
 
     def _stale_lease_ids(self) -> list[int]:
@@ -100,7 +105,7 @@ class Reaper:
         now = utcnow()
         if study is None or lease is None or not _still_stale(lease, now, self.grace_s):
             return None
-        action = self._settle(study, lease, now)
+        action = self._settle(session, study, lease, now)
         study.n_active -= 1
         update_status(session, study, now, self.fail_fast_trials)
         record_event(
@@ -122,20 +127,31 @@ class Reaper:
         )
         return Reaped(study.name, lease.trial_number, action)
 
-    def _settle(self, study: Study, lease: Lease, now: datetime) -> str:
+    def _settle(self, session: Session, study: Study, lease: Lease, now: datetime) -> str:
         lease.finished_at = now
         if lease.optuna_trial_id is None:
+            # The worker died before its trial was recorded here: nothing ran.
             lease.state = LeaseState.RELEASED
             lease.fail_reason = "lost"
+            session.flush()
+            self._fail_orphans(session, study)
             return "released"
         message = f"worker {lease.worker_id} stopped heartbeating"
-        trial = self.optuna_storage.get_trial(lease.optuna_trial_id)
+        try:
+            trial = self.optuna_storage.get_trial(lease.optuna_trial_id)
+        except KeyError:
+            # The Optuna study is gone (deleted behind the service): nothing to count.
+            lease.state = LeaseState.RELEASED
+            lease.fail_reason = "missing"
+            return "released"
+        failed_here = False
         if trial.state == TrialState.RUNNING:
-            fail_trial(self.optuna_storage, lease.optuna_trial_id, "lost", message)
+            failed_here = fail_trial(self.optuna_storage, lease.optuna_trial_id, "lost", message)
             # Read again: the worker may have told its result in the meantime.
             trial = self.optuna_storage.get_trial(lease.optuna_trial_id)
-        if trial.state in FINISHED_STATES and trial.user_attrs.get(ATTR_FAIL_REASON) != "lost":
-            # The worker told Optuna but did not settle the lease (it died, or is late).
+        if not failed_here and not _lost_earlier(trial):
+            # The worker told its result (first) but did not settle the lease:
+            # it died, or is late. Its result counts, once.
             lease.state = LeaseState.FINISHED
             lease.outcome = trial.state.name
             study.n_finished += 1
@@ -153,21 +169,72 @@ class Reaper:
         study.n_finished += 1
         return "failed"
 
+    def _fail_orphans(self, session: Session, study: Study) -> int:
+        """Fail the study's orphaned trials; the caller holds the study's row lock."""
+        failed = 0
+        for trial in self._orphans(session, study.id, study.optuna_study_id):
+            why = "its worker stopped before the trial was recorded on its lease"
+            if fail_orphan(self.optuna_storage, study.name, trial, why):
+                record_event(session, "trial_orphaned", study.name, "system", trial=trial.number)
+                failed += 1
+        return failed
+
+    def _orphans(
+        self, session: Session, study_id: int, optuna_study_id: int | None
+    ) -> list[optuna.trial.FrozenTrial]:
+        if optuna_study_id is None:
+            return []
+        try:
+            running = self.optuna_storage.get_all_trials(
+                optuna_study_id, deepcopy=False, states=(TrialState.RUNNING,)
+            )
+        except KeyError:
+            return []  # the Optuna study is gone: nothing runs there
+        if not running:
+            return []
+        rows = session.execute(
+            select(Lease.id, Lease.optuna_trial_id, Lease.claimed_at).where(
+                Lease.study_id == study_id, Lease.state == LeaseState.ACTIVE
+            )
+        ).all()
+        return find_orphans(running, [ActiveLease(*row) for row in rows])
+
+    def _fail_orphans_of_open_studies(self) -> None:
+        """Look for orphans in open (and recently ended) studies; lock only where found."""
+        try:
+            with self.db.session_scope(read_only=True) as session:
+                rows = session.execute(_watched_studies(utcnow())).all()
+            for study_id, optuna_study_id in rows:
+                with self.db.session_scope() as session:
+                    # A first look without the lock; the look under the lock decides.
+                    if not self._orphans(session, study_id, optuna_study_id):
+                        continue
+                    study = lock_study(session, study_id)
+                    if study is not None:
+                        self._fail_orphans(session, study)
+        except UnavailableError:
+            self._healthy_since = time.monotonic()
+
+
+def _watched_studies(now: datetime) -> Select[int, int | None]:
+    return select(Study.id, Study.optuna_study_id).where(
+        Study.optuna_study_id.is_not(None),
+        or_(
+            Study.status.not_in(list(TERMINAL)),
+            Study.finished_at >= now - ORPHAN_WATCH_AFTER_END,
+        ),
+    )
+
+
+def _lost_earlier(trial: optuna.trial.FrozenTrial) -> bool:
+    """Failed as lost by a reaper whose own transaction did not commit (it died)."""
+    return trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR_FAIL_REASON) == "lost"
+
 
 def _still_stale(lease: Lease, now: datetime, grace_s: float) -> bool:
     return lease.state == LeaseState.ACTIVE and lease.heartbeat_at < now - timedelta(
         seconds=grace_s
     )
-
-
-def fail_trial(storage: RDBStorage, trial_id: int, reason: str, error: str) -> None:
-    """Mark a running Optuna trial FAIL with the reason on it (no-op if it already ended)."""
-    try:
-        storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
-        storage.set_trial_user_attr(trial_id, ATTR_ERROR, error)
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        pass
 
 
 def enqueue_retry(

@@ -11,16 +11,27 @@ from contextlib import contextmanager
 import optuna
 from optuna.trial import TrialState
 
-from storage.budget import Claim, attach_trial, finish_lease, release_lease
+from storage.budget import (
+    Claim,
+    Outcome,
+    attach_trial,
+    fail_study,
+    finish_lease,
+    lease_fail_reason,
+    release_lease,
+)
 from storage.optimizers import stream_seed
 from storage.optuna_store import (
     ATTR_ATTEMPT,
     ATTR_ERROR,
     ATTR_FAIL_REASON,
+    ATTR_LEASE,
     ATTR_RETRY_OF,
     ATTR_RETRY_ROOT,
     ATTR_SEED,
+    suggest,
 )
+from storage.orphans import fail_orphan
 from storage.reaper import enqueue_retry
 from storage.search_space import to_distributions
 from storage.spec import StudySpec
@@ -35,14 +46,21 @@ from workers.tasks.custom import load_custom
 logger = logging.getLogger(__name__)
 
 
+class LeaseTaken(Exception):
+    """The lease was reaped while this worker was stopped; its trial must not run."""
+
+
 def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
     """Run the trial of ``claim`` to its end; None when no trial could be asked."""
     spec = StudySpec.model_validate(claim.spec)
     try:
         trial = _ask(env, claim, spec)
+    except LeaseTaken:
+        logger.warning("the slot of %s was reaped before its trial started", claim.study_name)
+        return None
     except Exception:
         logger.exception("could not start a trial of %s; handing the slot back", claim.study_name)
-        env.retrying(lambda: _release(env, claim.lease_id))
+        env.retrying(lambda: _release(env, claim))
         return None
     log = logging.LoggerAdapter(logger, {"study": claim.study_name, "trial": trial.number})
     ctx = _context(env, spec, trial, claim)
@@ -53,7 +71,7 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
             result = run_task(lambda: _task_function(env, spec)(ctx), ctx.objective_metrics)
     finally:
         env.heartbeat.current = None
-    _settle(env, claim, spec, trial, result)
+    result = _settle(env, claim, spec, trial, result)
     log.info(
         "trial %d of %s: %s%s",
         trial.number,
@@ -68,7 +86,12 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
 def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
     study = env.study(claim, spec)
     with env.interrupter.critical():
-        trial = study.ask(to_distributions(spec.search_space or {}))
+        trial = study.ask()
+        # First, so that a trial whose worker dies from here on is known to be
+        # this lease's (storage.orphans); the parameters are suggested after.
+        trial.set_user_attr(ATTR_LEASE, claim.lease_id)
+        for name, distribution in to_distributions(spec.search_space or {}).items():
+            suggest(trial, name, distribution)
         attrs = trial.user_attrs
         seed = attrs.get(ATTR_SEED)
         if seed is None:
@@ -77,17 +100,22 @@ def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
             trial.set_user_attr(ATTR_SEED, seed)
     retry_of = attrs.get(ATTR_RETRY_OF)
     attempt = int(attrs.get(ATTR_ATTEMPT, 0))
-    env.retrying(lambda: _attach(env, claim, trial, retry_of, attempt))
+    if not env.retrying(lambda: _attach(env, claim, trial, retry_of, attempt)):
+        frozen = env.optuna_storage.get_trial(trial._trial_id)
+        why = "its lease was reaped before the trial was recorded on it"
+        env.retrying(lambda: fail_orphan(env.optuna_storage, claim.study_name, frozen, why))
+        raise LeaseTaken(claim.lease_id)
     return trial
 
 
 def _attach(
     env: SlotEnv, claim: Claim, trial: optuna.Trial, retry_of: int | None, attempt: int
-) -> None:
+) -> bool:
     with env.db.session_scope() as session:
-        attach_trial(
+        return attach_trial(
             session,
             claim.lease_id,
+            env.worker_id,
             trial_number=trial.number,
             optuna_trial_id=trial._trial_id,
             retry_of=retry_of,
@@ -95,9 +123,23 @@ def _attach(
         )
 
 
-def _release(env: SlotEnv, lease_id: int) -> None:
+def _release(env: SlotEnv, claim: Claim) -> None:
+    """Hand the slot back; a study whose Optuna study is gone is failed instead of retried."""
+    missing = not _optuna_study_exists(env, claim)
     with env.db.session_scope() as session:
-        release_lease(session, lease_id, "ask_failed")
+        release_lease(session, claim.lease_id, "ask_failed")
+        if missing and fail_study(session, claim.study_id, MISSING_OPTUNA_STUDY):
+            logger.error("study %s failed: %s", claim.study_name, MISSING_OPTUNA_STUDY)
+
+
+MISSING_OPTUNA_STUDY = "its Optuna study no longer exists (deleted outside the service)"
+
+
+def _optuna_study_exists(env: SlotEnv, claim: Claim) -> bool:
+    try:
+        return env.optuna_storage.get_study_name_from_id(claim.optuna_study_id) == claim.study_name
+    except KeyError:
+        return False
 
 
 def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial, claim: Claim) -> TrialContext:
@@ -118,8 +160,16 @@ def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial, claim: Claim) -
         db_call=env.retrying,
     )
     ctx.report_hooks.append(lambda step, metrics: env.interrupter.check())
+    ctx.save_checks.append(lambda: _check_still_ours(env))
     env.prepare_context(ctx, spec, claim)
     return ctx
+
+
+def _check_still_ours(env: SlotEnv) -> None:
+    """A heartbeat now, not at the next beat: a worker that was stopped past the
+    grace period finds out before it writes over the retry's trial folder."""
+    env.heartbeat.beat()
+    env.interrupter.check()
 
 
 def _task_function(env: SlotEnv, spec: StudySpec) -> Callable[[TrialContext], Mapping[str, float]]:
@@ -149,18 +199,27 @@ def _trial_timer(env: SlotEnv, spec: StudySpec) -> Iterator[None]:
 
 def _settle(
     env: SlotEnv, claim: Claim, spec: StudySpec, trial: optuna.Trial, result: TrialResult
-) -> None:
-    """Tell Optuna and settle the lease, retrying while a database is unavailable."""
+) -> TrialResult:
+    """Tell Optuna and settle the lease, retrying while a database is unavailable.
+
+    Returns the result as it stands: a lost one when the reaper took the
+    trial over before this worker's result was recorded.
+    """
     if result.lost:
         logger.warning(
             "trial %d of %s was taken over by the reaper", trial.number, claim.study_name
         )
-        return
+        return result
     study = env.study(claim, spec)
     # Told before the lease is settled, outside the study's row lock, so that
     # workers do not queue behind each other's Optuna writes. A reaper that
     # takes the lease meanwhile sees the told result and counts it.
-    told = env.retrying(lambda: _tell(env, study, trial, result))
+    try:
+        told = env.retrying(lambda: _tell(env, study, trial, result))
+    except KeyError:
+        logger.error("trial %d of %s: %s", trial.number, claim.study_name, MISSING_OPTUNA_STUDY)
+        env.retrying(lambda: _release(env, claim))
+        return _lost_result()
 
     def finish() -> bool:
         with env.db.session_scope() as session:
@@ -174,12 +233,25 @@ def _settle(
                 fail_fast_trials=env.settings.fail_fast_trials,
             )
 
-    if not env.retrying(finish):
-        logger.warning(
-            "trial %d of %s: the lease was reaped before it finished",
-            trial.number,
-            claim.study_name,
-        )
+    if env.retrying(finish):
+        return result
+    logger.warning(
+        "trial %d of %s: the lease was reaped before it finished", trial.number, claim.study_name
+    )
+    if env.retrying(lambda: _reaped_as_lost(env, claim.lease_id)):
+        return _lost_result()
+    return result  # the reaper counted the result this worker told
+
+
+def _reaped_as_lost(env: SlotEnv, lease_id: int) -> bool:
+    with env.db.session_scope(read_only=True) as session:
+        return lease_fail_reason(session, lease_id) == "lost"
+
+
+def _lost_result() -> TrialResult:
+    return TrialResult(
+        Outcome("FAIL", False, "lost", "the trial was taken over by the reaper"), lost=True
+    )
 
 
 def _tell(env: SlotEnv, study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> str:

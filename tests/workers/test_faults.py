@@ -1,0 +1,149 @@
+"""Fault injection: workers that die at every point of a trial, at random, or freeze.
+
+After each run the service must report only what is true: the study
+completes with exactly ``n_trials`` counted trials, nothing is left RUNNING
+or WAITING in Optuna, Optuna never shows more RUNNING trials than
+``max_concurrent_trials``, every lost trial that had started is retried, and
+no configuration is counted twice (``tests/workers/faults.py``).
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from storage.settings import Settings
+from tests.conftest import make_settings
+from tests.workers.faults import RunningSampler, Slots, run_round, trials_of, violations
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def settings(tmp_path: Path, pg_urls: tuple[str, str]) -> Settings:
+    return make_settings(
+        tmp_path / "data",
+        pg_urls,
+        allowed_task_modules="tests",
+        heartbeat_interval_s=0.3,
+        heartbeat_grace_s=2.0,
+        poll_interval_s=0.3,
+    )
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def slots(settings: Settings, tmp_path: Path) -> Iterator[Slots]:
+    logs = tmp_path / "slot-logs"
+    logs.mkdir()
+    running = Slots(settings, logs)
+    yield running
+    running.stop_all()
+
+
+def _spec(name: str, n_trials: int, max_concurrent: int, **config: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "task": {"name": "python:tests.objectives:quadratic", "config": config},
+        "objective": {"metric": "loss", "direction": "minimize"},
+        "search_space": {"x": {"type": "float", "low": -5, "high": 5}},
+        "pruner": {"name": "none"},
+        "budget": {
+            "n_trials": n_trials,
+            "max_concurrent_trials": max_concurrent,
+            "max_retries": 5,
+        },
+    }
+
+
+def _wait_status(api: TestClient, name: str, status: str, slots: Slots, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while api.get(f"/api/v1/studies/{name}").json()["status"] != status:
+        assert time.monotonic() < deadline, slots.logs()[-4000:]
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("point", ["before-ask", "after-ask", "before-attach", "before-settle"])
+def test_a_worker_dying_at_any_point_of_a_trial_leaves_nothing_behind(
+    api: TestClient, slots: Slots, settings: Settings, point: str
+) -> None:
+    name = f"dies-{point}"
+    assert api.post("/api/v1/studies", json=_spec(name, 3, 1, steps=2)).status_code == 201
+    # The first trial is an enqueued configuration: it must not be lost either.
+    enqueued = api.post(f"/api/v1/studies/{name}/trials", json={"params": {"x": 1.5}})
+    assert enqueued.status_code == 202, enqueued.text
+    sampler = RunningSampler(settings.optuna_storage, name)
+    sampler.start()
+    dying = slots.start(point, "--study", name, module="tests.faults")
+    assert dying.wait(timeout=60) == 137, slots.logs()
+    slots.start("--study", name)
+    _wait_status(api, name, "completed", slots, timeout=90)
+    sampler.stop()
+    study = api.get(f"/api/v1/studies/{name}").json()
+    trials = trials_of(api, name)
+    assert violations(study, trials, 3, sampler.peak) == [], trials
+    orphaned = [t for t in trials if t["fail_reason"] == "orphaned"]
+    assert len(orphaned) == (1 if point in ("after-ask", "before-attach") else 0), trials
+    ran = [t for t in trials if t["state"] == "COMPLETE"]
+    assert any(t["params"] == {"x": 1.5} for t in ran), trials
+    if point == "before-settle":
+        # Told but not settled: the reaper counts the told result, and nothing is retried.
+        assert [t for t in trials if t["retry_of"] is not None] == []
+
+
+def test_random_sigkills_over_rounds_break_no_invariant(
+    api: TestClient, slots: Slots, settings: Settings
+) -> None:
+    rng = random.Random(11)
+    results = [
+        run_round(api, slots, settings.optuna_storage, name=f"round-{i}", rng=rng, max_kills=8)
+        for i in range(3)
+    ]
+    assert sum(r.kills for r in results) >= 24
+    assert [v for r in results for v in r.violations] == []
+
+
+def test_a_frozen_worker_past_the_grace_period_does_not_count_twice(
+    api: TestClient, slots: Slots, settings: Settings
+) -> None:
+    name = "frozen"
+    spec = _spec(name, 2, 1, steps=10, sleep_s=0.3)
+    assert api.post("/api/v1/studies", json=spec).status_code == 201
+    frozen = slots.start("--study", name)
+    deadline = time.monotonic() + 60
+    while api.get(f"/api/v1/studies/{name}").json()["counts"]["RUNNING"] == 0:
+        assert time.monotonic() < deadline, slots.logs()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    frozen.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + 30
+    while not any(t["fail_reason"] == "lost" for t in trials_of(api, name)):
+        assert time.monotonic() < deadline, slots.logs()
+        time.sleep(0.2)
+    # The retry runs elsewhere while the first worker is frozen, then it wakes up.
+    slots.start("--study", name)
+    time.sleep(1.0)
+    frozen.send_signal(signal.SIGCONT)
+    _wait_status(api, name, "completed", slots, timeout=90)
+    study = api.get(f"/api/v1/studies/{name}").json()
+    trials = trials_of(api, name)
+    assert violations(study, trials, 2, 0) == [], trials
+    lost = [t for t in trials if t["fail_reason"] == "lost"]
+    assert len(lost) == 1
+    retry = next(t for t in trials if t["retry_of"] == lost[0]["number"])
+    assert retry["state"] == "COMPLETE" and retry["params"] == lost[0]["params"]
+    assert retry["value"] == pytest.approx((retry["params"]["x"] - 2.0) ** 2)
+    assert "taken over" in slots.logs() or "reaped" in slots.logs()
