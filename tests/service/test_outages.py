@@ -17,6 +17,7 @@ import pytest
 from storage.settings import Settings
 from tests.conftest import Fleet, make_settings, process_env
 from tests.procs import HPO, REPO, free_port, stop_group, wait_http
+from tests.workers.faults import NOT_COUNTED
 
 pytestmark = pytest.mark.slow
 SPEC = {
@@ -129,7 +130,7 @@ def test_postgres_restart_mid_study(api: Api, fleet: Fleet, postgres_control: No
     counted = [
         t
         for t in api.get("/studies/pgdown/trials?limit=1000").json()["items"]
-        if t["state"] in ("COMPLETE", "PRUNED", "FAIL") and t["fail_reason"] != "lost"
+        if t["state"] in ("COMPLETE", "PRUNED", "FAIL") and t["fail_reason"] not in NOT_COUNTED
     ]
     assert len(counted) == 16
     for proc in fleet.procs:
