@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rng = random.Random(args.seed)
-    totals = {"rounds": 0, "kills": 0, "trials": 0, "violations": 0}
+    totals = {"rounds": 0, "kills": 0, "trials": 0, "lost": 0, "orphaned": 0, "violations": 0}
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="hpo-soak-") as scratch,
@@ -68,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
                 totals["rounds"] += 1
                 totals["kills"] += result.kills
                 totals["trials"] += result.trials
+                totals["lost"] += result.lost
+                totals["orphaned"] += result.orphaned
                 totals["violations"] += len(result.violations)
                 print(
-                    f"round {index}: {result.kills} kills, {result.trials} Optuna trials, "
+                    f"round {index}: {result.kills} kills, {result.trials} Optuna trials "
+                    f"({result.lost} lost, {result.orphaned} orphaned), "
                     f"peak RUNNING {result.peak_running}, {result.seconds:.0f} s, "
                     f"violations: {result.violations or 0}",
                     flush=True,
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         slots.stop_all()
     print(
         f"total: {totals['rounds']} rounds, {totals['kills']} kills, {totals['trials']} Optuna "
-        f"trials, {totals['violations']} violations, {time.monotonic() - started:.0f} s"
+        f"trials ({totals['lost']} lost and retried, {totals['orphaned']} orphaned), "
+        f"{totals['violations']} violations, {time.monotonic() - started:.0f} s"
     )
     return 1 if totals["violations"] else 0
 

@@ -85,6 +85,9 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
 
 def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
     study = env.study(claim, spec)
+    if study._study_id != claim.optuna_study_id:
+        # Another Optuna study took the name (the first one was deleted behind the service).
+        raise LookupError(MISSING_OPTUNA_STUDY)
     with env.interrupter.critical():
         trial = study.ask()
         # First, so that a trial whose worker dies from here on is known to be

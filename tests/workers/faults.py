@@ -44,6 +44,7 @@ class Slots:
     log_dir: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     started: int = 0
+    born: dict[int, float] = field(default_factory=dict)
 
     def start(self, *module_args: str, module: str = "workers.slot") -> subprocess.Popen[bytes]:
         from tests.procs import REPO
@@ -58,10 +59,17 @@ class Slots:
             cwd=REPO,
         )
         self.procs.append(proc)
+        self.born[proc.pid] = time.monotonic()
         return proc
 
-    def alive(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in self.procs if p.poll() is None]
+    def alive(self, older_than_s: float = 0.0) -> list[subprocess.Popen[bytes]]:
+        """Live slots; ``older_than_s`` skips those still starting (importing)."""
+        now = time.monotonic()
+        return [
+            p
+            for p in self.procs
+            if p.poll() is None and now - self.born.get(p.pid, now) >= older_than_s
+        ]
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGKILL)
@@ -205,6 +213,8 @@ def _counted_twice(trials: list[dict[str, Any]], counted: list[dict[str, Any]]) 
 class RoundResult:
     kills: int
     trials: int
+    lost: int  # kills that hit a running trial
+    orphaned: int  # kills between Optuna's ask and the lease record
     violations: list[str]
     peak_running: int
     seconds: float
@@ -257,7 +267,8 @@ def run_round(
             if time.monotonic() - started > timeout_s:
                 raise TimeoutError(f"round {name} did not end:\n{slots.logs()[-4000:]}")
             time.sleep(rng.uniform(0.05, 1.0))
-            alive = slots.alive()
+            # Slots past their start-up: a kill then lands somewhere in the trial loop.
+            alive = slots.alive(older_than_s=1.0)
             if kills < max_kills and alive:
                 slots.kill(rng.choice(alive))
                 kills += 1
@@ -277,4 +288,13 @@ def run_round(
     found = violations(study, trials, n_trials, sampler.peak)
     if extra_check is not None:
         found += extra_check(name)
-    return RoundResult(kills, len(trials), found, sampler.peak, time.monotonic() - started)
+    reasons = [t["fail_reason"] for t in trials]
+    return RoundResult(
+        kills,
+        len(trials),
+        reasons.count("lost"),
+        reasons.count("orphaned"),
+        found,
+        sampler.peak,
+        time.monotonic() - started,
+    )

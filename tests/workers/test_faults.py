@@ -16,10 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from storage.db import Database
+from storage.models import Study
 from storage.settings import Settings
 from tests.conftest import make_settings
 from tests.workers.faults import RunningSampler, Slots, run_round, trials_of, violations
@@ -147,3 +150,34 @@ def test_a_frozen_worker_past_the_grace_period_does_not_count_twice(
     assert retry["state"] == "COMPLETE" and retry["params"] == lost[0]["params"]
     assert retry["value"] == pytest.approx((retry["params"]["x"] - 2.0) ** 2)
     assert "taken over" in slots.logs() or "reaped" in slots.logs()
+
+
+@pytest.mark.parametrize("replaced", [False, True])
+def test_a_study_whose_optuna_study_vanished_is_failed_not_retried(
+    api: TestClient, slots: Slots, settings: Settings, replaced: bool
+) -> None:
+    name = "vanished"
+    assert api.post("/api/v1/studies", json=_spec(name, 3, 1)).status_code == 201
+    optuna.delete_study(study_name=name, storage=settings.optuna_storage)
+    if replaced:  # someone made another Optuna study of that name
+        optuna.create_study(study_name=name, storage=settings.optuna_storage)
+    worker = slots.start("--study", name, "--exit-when-idle")
+    database = Database(settings.database_url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with database.session_scope(read_only=True) as session:
+                row = session.query(Study).filter_by(name=name).one()
+                status, reason, active = row.status, row.status_reason, row.n_active
+            if status == "failed":
+                break
+            assert time.monotonic() < deadline, slots.logs()
+            time.sleep(0.2)
+    finally:
+        database.dispose()
+    assert "Optuna study no longer exists" in (reason or "") and active == 0
+    assert worker.wait(timeout=30) == 0  # nothing left to serve: it exits instead of retrying
+    assert slots.logs().count("could not start a trial") == 1
+    if replaced:
+        other = optuna.load_study(study_name=name, storage=settings.optuna_storage)
+        assert other.trials == []
