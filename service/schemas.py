@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storage.spec import StudySpec, reject_nul
+from storage.documents import check_document
+from storage.spec import StudySpec
 
 TrialStateName = Literal["RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL"]
 StudyStatusName = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
@@ -21,7 +22,8 @@ class ErrorItem(BaseModel):
 class ErrorOut(BaseModel):
     code: str = Field(
         description="stable: invalid_spec, invalid_request, not_found, conflict, "
-        "unauthorized, forbidden, unavailable, payload_too_large"
+        "unauthorized, forbidden, unavailable, payload_too_large, method_not_allowed, "
+        "too_many_requests"
     )
     message: str
     errors: list[ErrorItem] = Field(default_factory=list)
@@ -124,8 +126,8 @@ class EnqueueIn(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        return reject_nul(data)
+    def _storable(cls, data: Any) -> Any:
+        return check_document(data, "EnqueueIn")
 
 
 class EnqueueOut(BaseModel):

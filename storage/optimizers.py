@@ -19,7 +19,7 @@ from optuna.samplers import BaseSampler
 from pydantic import TypeAdapter, ValidationError
 
 from storage.errors import ErrorDetail
-from storage.search_space import grid_values
+from storage.search_space import MAX_GRID_POINTS, grid_points, grid_size, grid_values
 from storage.spec import PrunerSpec, SamplerSpec, StudySpec
 
 SAMPLERS: dict[str, Callable[..., BaseSampler]] = {
@@ -167,14 +167,16 @@ def _check_grid(spec: StudySpec) -> list[ErrorDetail]:
             "parameter; give a step or use categorical choices",
         )
         for name, param in space.items()
-        if grid_values(param) is None
+        if grid_size(param) is None
     ]
-    size = 1
-    for param in space.values():
-        size *= len(grid_values(param) or [0])
-    if not errors and size > 1_000_000:
+    size = grid_points(space)
+    if not errors and size is not None and size > MAX_GRID_POINTS:
         errors.append(
-            ErrorDetail(("search_space",), f"the grid has {size} points (at most 1000000)")
+            ErrorDetail(
+                ("search_space",),
+                f"the grid has more than {MAX_GRID_POINTS} points; use fewer values "
+                "or another sampler",
+            )
         )
     return errors
 

@@ -14,6 +14,7 @@ from optuna.distributions import (
 from storage.spec import CategoricalParam, FloatParam, IntParam
 
 AnyParam = FloatParam | IntParam | CategoricalParam
+# A grid sampler holds every point in memory, in the API and in each worker.
 MAX_GRID_POINTS = 100_000
 
 
@@ -30,14 +31,44 @@ def to_distributions(space: dict[str, AnyParam]) -> dict[str, BaseDistribution]:
     return {name: to_distribution(param) for name, param in space.items()}
 
 
+def grid_size(param: AnyParam) -> int | None:
+    """How many values :func:`grid_values` would list, computed without listing them."""
+    if isinstance(param, CategoricalParam):
+        return len(param.choices)
+    if isinstance(param, IntParam):
+        return (param.high - param.low) // param.step + 1
+    if param.step is None:
+        return None
+    # The tolerance keeps the upper bound when (high - low) / step is an integer.
+    return math.floor((param.high - param.low) / param.step + 1e-9) + 1
+
+
+def grid_points(space: dict[str, AnyParam]) -> int | None:
+    """Points in the grid over ``space``; None when a parameter is continuous.
+
+    Stops multiplying once past ``MAX_GRID_POINTS``: the exact size of a
+    hostile grid does not matter, only that it is too large.
+    """
+    total = 1
+    for param in space.values():
+        size = grid_size(param)
+        if size is None:
+            return None
+        total = min(total * size, MAX_GRID_POINTS + 1)
+    return total
+
+
 def grid_values(param: AnyParam) -> list[object] | None:
-    """Every value of a discrete parameter, or None for a continuous one."""
+    """Every value of a discrete parameter, or None for a continuous one.
+
+    Callers bound the size first (:func:`grid_points`): this builds the list.
+    """
+    count = grid_size(param)
+    if count is None:
+        return None
     if isinstance(param, CategoricalParam):
         return list(param.choices)
     if isinstance(param, IntParam):
         return list(range(param.low, param.high + 1, param.step))
-    if param.step is None:
-        return None
-    # The tolerance keeps the upper bound when (high - low) / step is an integer.
-    count = math.floor((param.high - param.low) / param.step + 1e-9) + 1
+    assert param.step is not None
     return [param.low + i * param.step for i in range(count)]

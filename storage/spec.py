@@ -13,51 +13,24 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from storage.documents import check_document
 from storage.errors import ErrorDetail, InvalidSpecError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9\-_.]{0,63}$"
 PYTHON_TASK_PATTERN = re.compile(
-    r"^python:(?P<module>[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*):(?P<function>[A-Za-z_]\w*)$"
+    r"\Apython:(?P<module>[A-Za-z_]\w*(\.[A-Za-z_]\w*)*):(?P<function>[A-Za-z_]\w*)\Z",
+    re.ASCII,
 )
 MAX_TRIALS = 100_000
 MAX_CONCURRENT = 1_024
 MAX_STUDY_TIMEOUT_S = 90 * 24 * 3600
 MAX_TRIAL_TIMEOUT_S = 14 * 24 * 3600
+# Optuna stores parameter values as floats: integers beyond 2**53 would change.
+MAX_INT_PARAM = 2**53
+MAX_SEARCH_SPACE = 1000
 
 Scalar = str | int | float | bool | None
-
-
-def nul_paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
-    """Paths of the strings (keys included) that hold a NUL character.
-
-    Databases cannot store them (Postgres refuses), so inputs are checked up front.
-    """
-    if isinstance(value, str):
-        return [path] if "\x00" in value else []
-    if isinstance(value, dict):
-        found = [(*path, str(k)) for k in value if isinstance(k, str) and "\x00" in k]
-        for key, item in value.items():
-            found += nul_paths(item, (*path, str(key)))
-        return found
-    if isinstance(value, list | tuple):
-        return [p for i, item in enumerate(value) for p in nul_paths(item, (*path, i))]
-    return []
-
-
-def reject_nul(data: Any, title: str = "input") -> Any:
-    """A ``mode="before"`` validator body: refuse NUL characters anywhere.
-
-    Raises:
-        ValidationError: one located error per offending string.
-    """
-    found = nul_paths(data)
-    if found:
-        error = PydanticCustomError("nul_character", "NUL characters are not allowed")
-        details = [InitErrorDetails(type=error, loc=path, input=None) for path in found]
-        raise ValidationError.from_exception_data(title, details)
-    return data
 
 
 class StrictModel(BaseModel):
@@ -83,15 +56,17 @@ class FloatParam(StrictModel):
             raise ValueError("a log-scaled range needs low > 0")
         if self.log and self.step is not None:
             raise ValueError("step cannot be combined with log")
+        if self.step is not None and (self.high - self.low) / self.step > MAX_INT_PARAM:
+            raise ValueError(f"step is too small: the range would hold over {MAX_INT_PARAM} steps")
         return self
 
 
 class IntParam(StrictModel):
     type: Literal["int"]
-    low: int
-    high: int
+    low: int = Field(ge=-MAX_INT_PARAM, le=MAX_INT_PARAM)
+    high: int = Field(ge=-MAX_INT_PARAM, le=MAX_INT_PARAM)
     log: bool = False
-    step: int = Field(default=1, ge=1)
+    step: int = Field(default=1, ge=1, le=2 * MAX_INT_PARAM)
 
     @model_validator(mode="after")
     def _check_range(self) -> IntParam:
@@ -166,7 +141,7 @@ class StudySpec(StrictModel):
     task: TaskSpec
     objective: ObjectiveSpec | None = None
     objectives: list[ObjectiveSpec] | None = Field(default=None, min_length=1, max_length=8)
-    search_space: dict[str, ParamSpec] | None = None
+    search_space: dict[str, ParamSpec] | None = Field(default=None, max_length=MAX_SEARCH_SPACE)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec | None = None
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
@@ -174,8 +149,8 @@ class StudySpec(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        return reject_nul(data)
+    def _storable(cls, data: Any) -> Any:
+        return check_document(data, "StudySpec")
 
     @model_validator(mode="after")
     def _one_way_to_say_objectives(self) -> StudySpec:
@@ -204,14 +179,36 @@ class StudySpec(StrictModel):
 
 
 def details_from_validation_error(
-    exc: ValidationError, prefix: tuple[str | int, ...] = ()
+    exc: ValidationError, prefix: tuple[str | int, ...] = (), document: Any = None
 ) -> list[ErrorDetail]:
-    """Turn pydantic's errors into located details, dropping union-tag noise."""
+    """Turn pydantic's errors into located details, dropping union-tag noise.
+
+    With the validated ``document``, a tag of a discriminated union (``csv``,
+    ``huggingface``) is told from a field by walking the document itself.
+    """
     details = []
     for err in exc.errors(include_url=False):
-        loc = tuple(part for part in err["loc"] if not _is_union_tag(part))
+        loc = document_loc(err["loc"], document)
         details.append(ErrorDetail(prefix + loc, _clean_message(err["msg"])))
     return details
+
+
+def document_loc(loc: tuple[str | int, ...], document: Any = None) -> tuple[str | int, ...]:
+    """``loc`` without the parts that name a union member rather than a field."""
+    kept: list[str | int] = []
+    current = document
+    for part in loc:
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_list or (isinstance(current, dict) and part in current):
+            current = current[part]
+        elif _is_union_tag(part) or (
+            isinstance(current, dict) and part in (current.get("source"), current.get("type"))
+        ):
+            continue  # a member's tag: the discriminator's value, not a key
+        else:
+            current = None  # a missing field: named, and nothing below it
+        kept.append(part)
+    return tuple(kept)
 
 
 def _is_union_tag(part: str | int) -> bool:
@@ -233,4 +230,6 @@ def parse_spec(data: Any) -> StudySpec:
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:
-        raise InvalidSpecError("invalid study spec", details_from_validation_error(exc)) from None
+        raise InvalidSpecError(
+            "invalid study spec", details_from_validation_error(exc, document=data)
+        ) from None

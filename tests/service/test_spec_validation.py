@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import copy
+import tracemalloc
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
+from storage.documents import MAX_DEPTH
+from storage.optimizers import check_sampler
+from storage.search_space import MAX_GRID_POINTS, grid_points, grid_size
+from storage.spec import FloatParam, IntParam, StudySpec
 
 VALID: dict[str, Any] = {
     "name": "valid-study",
@@ -237,6 +243,66 @@ INVALID: list[tuple[str, dict[str, Any], list[str | int]]] = [
         ["task", "config", "report_step"],
     ),
     (
+        "grid-too-many-points",
+        {
+            "sampler": {"name": "grid"},
+            SS: {
+                "hidden_size_1": {"type": "int", "low": 16, "high": 1024},
+                "hidden_size_2": {"type": "int", "low": 16, "high": 1024},
+            },
+        },
+        [SS],
+    ),
+    (
+        "float-step-too-small",
+        {SS: {"dropout": {"type": "float", "low": 0.0, "high": 0.5, "step": 1e-300}}},
+        [SS, "dropout"],
+    ),
+    ("int-bound-beyond-floats", {f"{SS}.hidden_size_1.high": 2**60}, [SS, "hidden_size_1", "high"]),
+    (
+        "integer-beyond-64-bits",
+        {"task.config.max_epochs": 10**30},
+        ["task", "config", "max_epochs"],
+    ),
+    (
+        "search-space-too-large",
+        {SS: {f"p{i}": {"type": "int", "low": 0, "high": 1} for i in range(1001)}},
+        [SS],
+    ),
+    (
+        "hub-name-is-a-path",
+        {
+            "task": {
+                "name": "text-classification",
+                "config": {"dataset": {"source": "huggingface", "name": "/etc"}},
+            },
+            "objective": _DELETE,
+            SS: _DELETE,
+        },
+        ["task", "config", "dataset", "name"],
+    ),
+    (
+        "hub-name-is-a-local-builder",
+        {
+            "task": {
+                "name": "text-classification",
+                "config": {"dataset": {"source": "huggingface", "name": "csv"}},
+            },
+            "objective": _DELETE,
+            SS: _DELETE,
+        },
+        ["task", "config", "dataset", "name"],
+    ),
+    (
+        "csv-dataset-without-path",
+        {
+            "task": {"name": "text-classification", "config": {"dataset": {"source": "csv"}}},
+            "objective": _DELETE,
+            SS: _DELETE,
+        },
+        ["task", "config", "dataset", "path"],
+    ),
+    (
         "pretrained-architecture-tuned",
         {
             "task": {
@@ -320,3 +386,40 @@ def test_nul_characters_are_refused_with_their_path(client: TestClient) -> None:
     assert ["search_space", "optimizer", "choices", 1] in [
         e["loc"] for e in response.json()["errors"]
     ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_deep_nesting_is_refused_at_its_path(client: TestClient) -> None:
+    deep: dict[str, Any] = {}
+    cursor = deep
+    for _ in range(200):
+        cursor["k"] = {}
+        cursor = cursor["k"]
+    spec = {**_mutated({}), "task": {"name": "python:tests.objectives:quadratic", "config": deep}}
+    response = client.post("/api/v1/studies", json=spec)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert error["loc"][:3] == ["task", "config", "k"] and "nested deeper" in error["msg"]
+    assert len(error["loc"]) == MAX_DEPTH
+
+
+def test_grid_sizes_are_computed_without_building_the_grid() -> None:
+    tiny = FloatParam(type="float", low=0.0, high=1.0, step=2e-7)
+    tracemalloc.start()
+    try:
+        assert grid_size(tiny) == 5_000_001
+        space = {"x": tiny, "y": IntParam(type="int", low=0, high=2**53)}
+        assert grid_points(space) == MAX_GRID_POINTS + 1
+        spec = StudySpec.model_validate(
+            {
+                "name": "g",
+                "task": {"name": "mlp-classifier"},
+                "sampler": {"name": "grid"},
+                "search_space": {"dropout": tiny.model_dump()},
+            }
+        )
+        assert [e.loc for e in check_sampler(spec)] == [("search_space",)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000  # bytes; the listed grid alone would take 160 MB
