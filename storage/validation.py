@@ -26,6 +26,7 @@ from storage.spec import (
     parse_spec,
 )
 from storage.tasks import AnyParam, HyperParameter, TaskDeclaration, get_declaration
+from storage.tasks.text import HubTextDataset
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def _resolve_task_defaults(
     try:
         config = declaration.config_model.model_validate(spec.task.config)
     except ValidationError as exc:
-        return spec, details_from_validation_error(exc, ("task", "config"))
+        return spec, details_from_validation_error(exc, ("task", "config"), spec.task.config)
     task = spec.task.model_copy(update={"config": config.model_dump(mode="json")})
     update: dict[str, Any] = {"task": task}
     if spec.search_space is None:
@@ -205,6 +206,14 @@ def _check_value(
 def _check_paths(config: BaseModel, policy: ValidationPolicy) -> list[ErrorDetail]:
     errors = []
     dataset = getattr(config, "dataset", None)
+    if isinstance(dataset, HubTextDataset) and looks_like_path(dataset.name):
+        errors.append(
+            ErrorDetail(
+                ("task", "config", "dataset", "name"),
+                f"{dataset.name!r} is a local folder, not a hub dataset id; read local "
+                "files with source: csv, jsonl, parquet or text and a path",
+            )
+        )
     for key in ("path", "validation_path"):
         value = getattr(dataset, key, None)
         if isinstance(value, str):

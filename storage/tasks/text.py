@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage.errors import ErrorDetail
+from storage.paths import hub_id_problem
 from storage.spec import CategoricalParam, FloatParam, IntParam
 from storage.tasks import AnyParam, HyperParameter, TaskDeclaration, register
 
@@ -47,10 +48,14 @@ class PlainTextDataset(_Strict):
 
 
 class HubTextDataset(_Strict):
-    """A dataset from the Hugging Face hub (needs internet on the worker)."""
+    """A dataset from the Hugging Face hub (needs internet on the worker).
+
+    ``name`` is a hub id, never a local folder or a builder of local files:
+    those would read whatever the worker can read, outside ``HPO_DATASET_ROOTS``.
+    """
 
     source: Literal["huggingface"]
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200)
     subset: str | None = None
     split: str = "train"
     validation_split: str | None = None
@@ -58,6 +63,14 @@ class HubTextDataset(_Strict):
     text_column: str = "text"
     label_column: str | None = "label"
     revision: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _hub_id(cls, name: str) -> str:
+        problem = hub_id_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
 
 class ScratchModel(_Strict):

@@ -15,7 +15,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from transformers import AutoTokenizer
 
-from storage.tasks.text import ClassificationDataset, CorpusDataset
+from storage.tasks.text import ClassificationDataset, CorpusDataset, HubTextDataset
 from workers.data import encode_texts, load_text_data, scratch_tokenizer
 from workers.data.sentiment import generate_reviews
 from workers.errors import DatasetError
@@ -139,8 +139,9 @@ def test_jsonl_parquet_and_validation_path(tmp_path: Path) -> None:
 def test_validation_label_unseen_in_training(tmp_path: Path) -> None:
     train = _write_csv(tmp_path / "train.csv", _rows(20))
     validation = _write_csv(tmp_path / "validation.csv", [{"text": "meh", "label": "neutral"}])
-    with pytest.raises(DatasetError, match="'neutral' never occur in the training"):
+    with pytest.raises(DatasetError, match="1 validation label") as refused:
         _load({"source": "csv", "path": str(train), "validation_path": str(validation)}, [tmp_path])
+    assert "neutral" not in str(refused.value)  # labels are data: never quoted
 
 
 def test_plain_text_corpus(tmp_path: Path) -> None:
@@ -183,10 +184,12 @@ def test_paths_outside_the_roots(tmp_path: Path) -> None:
             _load({"source": "csv", "path": path}, [root])
 
 
-def test_missing_column_names_the_existing_ones(tmp_path: Path) -> None:
+def test_missing_column_is_named_but_the_header_is_not_quoted(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "data.csv", [{"review": "x", "label": 1}] * 5)
-    with pytest.raises(DatasetError, match=r"'text'.*not found.*'review', 'label'"):
+    with pytest.raises(DatasetError, match=r"'text'.*not found among its 2 columns") as refused:
         _load({"source": "csv", "path": str(path)}, [tmp_path])
+    # A header is a file's first line: the error (shown to read tokens) never quotes it.
+    assert "review" not in str(refused.value)
 
 
 def test_empty_files(tmp_path: Path) -> None:
@@ -235,6 +238,89 @@ def test_hub_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "datasets", fake)
     with pytest.raises(DatasetError, match=r"ConnectionError.*internet access"):
         _load({"source": "huggingface", "name": "stanfordnlp/sst2"}, [tmp_path])
+
+
+class _FakeHubDataset:
+    """What the hub loader reads of a ``datasets.Dataset``."""
+
+    def __init__(self, columns: dict[str, list[Any]]) -> None:
+        self.columns = columns
+        self.column_names = list(columns)
+        self.features: dict[str, Any] = {name: object() for name in columns}
+
+    def __getitem__(self, column: str) -> list[Any]:
+        return self.columns[column]
+
+
+def _fake_datasets(
+    monkeypatch: pytest.MonkeyPatch, load: Any, packaged: tuple[str, ...] = ()
+) -> list[tuple[Any, ...]]:
+    calls: list[tuple[Any, ...]] = []
+
+    def load_dataset(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return load(*args, **kwargs)
+
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = load_dataset  # type: ignore[attr-defined]
+    fake.packaged_modules = types.SimpleNamespace(  # type: ignore[attr-defined]
+        _PACKAGED_DATASETS_MODULES=dict.fromkeys(packaged)
+    )
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    return calls
+
+
+def test_hub_names_are_checked_again_on_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that is a folder only here, or a builder of local files, is never loaded."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "rows.csv").write_text("text,label\nTOPSECRET,1\n")
+    calls = _fake_datasets(
+        monkeypatch, lambda *a, **k: pytest.fail("loaded"), packaged=("futurefolder",)
+    )
+    for name in ("private", str(tmp_path / "private"), "../x", "csv", "futurefolder"):
+        # Specs stored before the API refused these skip its validation: construct directly.
+        spec = HubTextDataset.model_construct(
+            source="huggingface",
+            name=name,
+            subset=None,
+            split="train",
+            validation_split=None,
+            validation_fraction=0.1,
+            text_column="text",
+            label_column="label",
+            revision=None,
+        )
+        with pytest.raises(DatasetError, match="refused") as refused:
+            load_text_data(spec, [tmp_path], with_labels=True)
+        assert "TOPSECRET" not in str(refused.value)
+    assert calls == []
+
+
+def test_hub_loads_run_no_remote_code_and_quote_no_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [f"text {i}" for i in range(20)]
+    rows = _FakeHubDataset({"sentence": texts, "label": ["SECRET-LABEL", "b"] * 10})
+    calls = _fake_datasets(monkeypatch, lambda *a, **k: rows)
+    data = _load(
+        {"source": "huggingface", "name": "org/reviews", "text_column": "sentence"}, [tmp_path]
+    )
+    assert data.label_names == ["SECRET-LABEL", "b"]
+    assert calls[0][1]["trust_remote_code"] is False
+    with pytest.raises(DatasetError, match=r"'text'.*not found among its 2 columns") as missing:
+        _load({"source": "huggingface", "name": "org/reviews"}, [tmp_path])
+    assert "sentence" not in str(missing.value)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("could not parse row: TOPSECRET-ROW-CONTENT")
+
+    _fake_datasets(monkeypatch, broken)
+    with pytest.raises(DatasetError, match=r"\(ValueError\)") as failed:
+        _load({"source": "huggingface", "name": "org/reviews"}, [tmp_path])
+    assert "TOPSECRET" not in str(failed.value)
 
 
 # --- tokenizers ----------------------------------------------------------------------

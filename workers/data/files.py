@@ -70,10 +70,10 @@ def read_table_split(
     wanted = [text_column] + ([label_column] if label_column is not None else [])
     missing = [column for column in wanted if column not in frame.columns]
     if missing:
-        existing = ", ".join(repr(str(c)) for c in frame.columns) or "none"
+        # The header is data too (a file's first line): count its columns, never quote them.
         raise DatasetError(
-            f"{path.name}: column(s) {', '.join(map(repr, missing))} not found; "
-            f"the columns are: {existing} (set text_column / label_column)"
+            f"{path.name}: column(s) {', '.join(map(repr, missing))} not found among its "
+            f"{len(frame.columns)} columns (set text_column / label_column)"
         )
     kept = frame[wanted].dropna()
     if len(kept) < len(frame):
@@ -94,7 +94,10 @@ def read_text_split(path: Path) -> RawSplit:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path.name}: cannot read the file as UTF-8 text: {exc}") from None
+        # Decoding errors quote the bytes they stopped at: name the type only.
+        raise DatasetError(
+            f"{path.name}: cannot read the file as UTF-8 text ({type(exc).__name__})"
+        ) from None
     texts = [line.strip() for line in lines if line.strip()]
     if not texts:
         raise DatasetError(f"{path.name}: the file has no text (it is empty or blank)")
@@ -118,8 +121,12 @@ def _read_frame(path: Path, source: str) -> pd.DataFrame:
     except DatasetError:
         raise
     except Exception as exc:
-        # pandas and pyarrow raise many unrelated types for a malformed file.
-        raise DatasetError(f"{path.name}: cannot read it as {source}: {exc}") from None
+        # pandas and pyarrow raise many unrelated types for a malformed file, and
+        # their messages may quote its contents: the type only; the log has the rest.
+        logger.warning("%s: reading it as %s failed", path.name, source, exc_info=True)
+        raise DatasetError(
+            f"{path.name}: cannot read it as {source} ({type(exc).__name__})"
+        ) from None
     if len(frame) == 0:
         raise DatasetError(f"{path.name}: the file has no rows")
     return frame

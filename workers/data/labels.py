@@ -30,16 +30,13 @@ def encode_labels(
         train_keys = [str(k) for k in train_keys]
         validation_keys = [str(k) for k in validation_keys]
     classes: set[int | str] = set(train_keys)
+    # Messages count labels and never quote them: they are data.
     if len(classes) < 2:
-        only = ", ".join(repr(c) for c in classes) or "none"
-        raise DatasetError(
-            f"the training data has a single class ({only}); classification needs at least two"
-        )
-    unseen = sorted({str(k) for k in validation_keys if k not in classes})
+        found = "a single class" if classes else "no labels"
+        raise DatasetError(f"the training data has {found}; classification needs at least two")
+    unseen = {k for k in validation_keys if k not in classes}
     if unseen:
-        raise DatasetError(
-            f"validation labels {', '.join(map(repr, unseen))} never occur in the training data"
-        )
+        raise DatasetError(f"{len(unseen)} validation label(s) never occur in the training data")
     # All keys are of one kind here: ints sort numerically, strings by text.
     ordered = sorted(classes, key=lambda c: (c if isinstance(c, int) else 0, str(c)))
     index = {c: i for i, c in enumerate(ordered)}

@@ -95,7 +95,10 @@ def pretrained_tokenizer(name_or_path: str, *, revision: str | None) -> Any:
         ModelLoadError: it cannot be loaded, or it has no padding token.
     """
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+        # A checkpoint's own Python code never runs here: only the built-in classes.
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, revision=revision, trust_remote_code=False
+        )
     except Exception as exc:
         raise ModelLoadError(
             f"could not load the tokenizer of {name_or_path!r} ({type(exc).__name__}: {exc})"

@@ -143,7 +143,10 @@ def load_pretrained(
             message explains that the worker needs internet.
     """
     try:
-        config = AutoConfig.from_pretrained(source, revision=revision, **config_overrides)
+        # A checkpoint's own Python code never runs here: only the built-in classes.
+        config = AutoConfig.from_pretrained(
+            source, revision=revision, trust_remote_code=False, **config_overrides
+        )
         _set_dropouts(config, params)
         # A checkpoint's own head (another label count) is replaced, not an error.
         return model_class.from_pretrained(
@@ -152,6 +155,7 @@ def load_pretrained(
             revision=revision,
             attn_implementation="sdpa",
             ignore_mismatched_sizes=True,
+            trust_remote_code=False,
         )
     except Exception as exc:
         # Missing files, no network, a wrong architecture: all end the trial the same way.
