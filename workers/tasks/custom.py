@@ -2,12 +2,14 @@
 
 A study spec must not be a way to run arbitrary code on the workers: the
 module must start with one of the prefixes in ``HPO_ALLOWED_TASK_MODULES``
-of the *worker* (checked again here, whatever the API allowed).
+of the *worker* (checked again here, whatever the API allowed), and the
+function must be defined in that module, not merely imported into it.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 
 from workers.context import TrialContext
@@ -40,7 +42,9 @@ def load_custom(module: str, function: str, allowed_prefixes: list[str]) -> Task
     except ImportError as exc:
         raise TaskImportError(f"cannot import {module!r} on this worker: {exc}") from None
     found = getattr(loaded, function, None)
-    if not callable(found):
-        raise TaskImportError(f"{module!r} has no function {function!r}")
+    # Only a function written in the allowed module itself: anything it imports
+    # (os.system, subprocess.run) must not become a task.
+    if not inspect.isfunction(found) or found.__module__ != loaded.__name__:
+        raise TaskImportError(f"{module!r} defines no function {function!r}")
     task: TaskFunction = found
     return task
