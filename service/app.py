@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from service import metrics
 from service.background import ReaperThread
 from service.errors import install_error_handlers
-from service.middleware import BodySizeLimit
+from service.middleware import AuthenticateFirst, BodySizeLimit, StandardMethods
 from service.routes import health, studies, tasks, tokens, trials, workers
 from service.state import AppState
 from storage.settings import Settings
@@ -50,6 +50,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (studies, trials, workers, tasks, tokens, health, metrics):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.add_middleware(AuthenticateFirst, state=state)
     app.add_middleware(metrics.RequestMetrics, registry=registry)
     if settings.cors_origin_list:
         app.add_middleware(
@@ -59,6 +60,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(StandardMethods)
     return app
 
 

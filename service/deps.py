@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth import check_scope, resolve_principal
+from service.middleware import PRINCIPAL_KEY
 from service.state import AppState
 from storage.tokens import Principal, Scope
 
@@ -24,9 +25,14 @@ _bearer = HTTPBearer(auto_error=False, description="an API token (hpo token crea
 
 
 def _principal(
+    request: Request,
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    # AuthenticateFirst has already verified the token of a request with a body.
+    known = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+    if isinstance(known, Principal):
+        return known
     return resolve_principal(state, credentials.credentials if credentials else None)
 
 

@@ -26,6 +26,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "conflict": 409,
     "payload_too_large": 413,
+    "too_many_requests": 429,
     "unavailable": 503,
     "internal": 500,
 }
@@ -38,6 +39,7 @@ _CODE_BY_STATUS = {
     409: "conflict",
     413: "payload_too_large",
     422: "invalid_request",
+    429: "too_many_requests",
 }
 
 

@@ -66,8 +66,13 @@ class ServiceCollector(Collector):
         yield from (studies, active, finished, workers)
 
 
+# Label values come from fixed sets only: a label taken from the request
+# (any method string parses) would add a series per distinct value, unbounded.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetrics(BaseHTTPMiddleware):
-    """Counts requests and times them by route template (not raw path)."""
+    """Counts requests and times them by method, route template and status class."""
 
     def __init__(self, app: Any, registry: CollectorRegistry) -> None:
         super().__init__(app)
@@ -84,18 +89,38 @@ class RequestMetrics(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
+        method = method_label(request.method)
         route = _route_template(request)
-        self.requests.labels(request.method, route, str(response.status_code)).inc()
-        self.latency.labels(request.method, route).observe(time.perf_counter() - start)
+        self.requests.labels(method, route, status_class(response.status_code)).inc()
+        self.latency.labels(method, route).observe(time.perf_counter() - start)
         return response
 
 
+def method_label(method: str) -> str:
+    """The method if it is a standard one, else ``other``."""
+    upper = method.upper()
+    return upper if upper in METHODS else "other"
+
+
+def status_class(status: int) -> str:
+    """``2xx``, ``4xx``...: the class of a status (``other`` outside 100-599)."""
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+
+
 def _route_template(request: Request) -> str:
+    """The template of the route that serves ``request`` (``unmatched`` for none).
+
+    Templates are the app's own strings, a fixed set; a route that matches
+    the path but not the method counts under its template too.
+    """
+    partial = None
     for route in request.app.router.routes:
         match, _ = route.matches(request.scope)
         if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+            return str(getattr(route, "path", "unmatched"))
+        if match == Match.PARTIAL and partial is None:
+            partial = str(getattr(route, "path", "unmatched"))
+    return partial or "unmatched"
 
 
 @router.get("/metrics", response_class=Response, responses=errors_for(401, 403))

@@ -8,6 +8,9 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_ADMIN_TOKEN_LENGTH = 16
+MIN_ADMIN_TOKEN_DISTINCT = 8
+
 
 def normalize_database_url(url: str) -> str:
     """Return ``url`` with the driver SQLAlchemy should use.
@@ -63,6 +66,21 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_token_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: str | None) -> str | None:
+        # It opens every door, the dashboard's sign-in form included: no short guessable ones.
+        if value is None:
+            return value
+        if len(value) < MIN_ADMIN_TOKEN_LENGTH or len(set(value)) < MIN_ADMIN_TOKEN_DISTINCT:
+            raise ValueError(
+                f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters, "
+                f"{MIN_ADMIN_TOKEN_DISTINCT} of them different (e.g. `openssl rand -hex 24`)"
+            )
+        if any(c.isspace() for c in value):
+            raise ValueError("must not contain whitespace")
+        return value
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:

@@ -1,15 +1,22 @@
-"""Hostile input and leaks: NUL bytes, internal errors, CORS, symlinks, tokens in logs."""
+"""Hostile input and leaks: NUL bytes, internal errors, CORS, symlinks, tokens in logs,
+weak admin tokens. The probes against real processes are in ``test_probes.py``.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from uvicorn.logging import AccessFormatter
 
 from service.app import create_app
+from service.redact import RedactTokens
 from storage.settings import Settings
 from tests.conftest import make_settings, process_env
 from tests.procs import background, free_port, run_hpo, wait_http
@@ -141,3 +148,38 @@ def test_tokens_never_appear_in_logs(tmp_path: Path, db_urls: tuple[str, str]) -
     assert "GET /api/v1/studies" in text  # the requests were logged...
     for secret in (token, ADMIN, created, "wrong-token-value"):
         assert secret not in text  # ...their tokens were not
+
+
+def test_redaction_keeps_uvicorn_access_records_formattable() -> None:
+    """uvicorn's access formatter unpacks the record's five arguments itself."""
+    secret = "hpo_" + "x" * 30
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", f"/api/v1/studies?token={secret}&x=1", "1.1", 200),
+        None,
+    )
+    assert RedactTokens().filter(record)
+    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
+    assert line == '127.0.0.1:5000 - "GET /api/v1/studies?token=[redacted]&x=1 HTTP/1.1" 200 OK'
+    try:
+        raise RuntimeError(f"failed with password={secret}")
+    except RuntimeError:
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
+    RedactTokens().filter(failed)
+    assert secret not in logging.Formatter().format(failed)
+
+
+@pytest.mark.parametrize(
+    "weak", ["admin", "short-token", "a" * 40, "ab" * 12, "correct horse battery staple"]
+)
+def test_weak_admin_tokens_are_refused(weak: str) -> None:
+    with pytest.raises(ValidationError, match="admin_token"):
+        Settings(admin_token=weak)
+
+
+def test_a_strong_admin_token_is_accepted() -> None:
+    assert Settings(admin_token=ADMIN).admin_token == ADMIN
