@@ -17,7 +17,8 @@ import optuna
 import pytest
 from fastapi.testclient import TestClient
 
-from service.dashboard import REVERIFY_AFTER_S, SESSION_COOKIE, SessionStore, create_dashboard_app
+from service.dashboard import SESSION_COOKIE, LoginThrottle, SessionStore, create_dashboard_app
+from service.dashboard_auth import MAX_BACKOFF_S
 from storage.db import Database
 from storage.optuna_store import open_optuna_storage
 from storage.settings import Settings
@@ -270,9 +271,7 @@ def test_cookie_writes_must_come_from_the_dashboard_origin(
     assert own.status_code == 204, own.text
 
 
-def test_revoked_token_ends_its_sessions(
-    client: TestClient, world: World, clock: FakeClock
-) -> None:
+def test_revoked_token_ends_its_sessions(client: TestClient, world: World) -> None:
     session = sign_in(client, world.read)
     client.cookies.clear()
     cookies = {SESSION_COOKIE: session}
@@ -280,7 +279,7 @@ def test_revoked_token_ends_its_sessions(
 
     world.revoke(world.read_id)
     assert_error(client.get("/api/studies", headers=bearer(world.read)), 401, "unauthorized")
-    clock.now += REVERIFY_AFTER_S
+    # At the very next request: the session's token is verified on each one.
     assert_error(client.get("/api/studies", cookies=cookies), 401, "unauthorized")
     # The session is gone for good, not only until the next check.
     assert client.get("/dashboard", headers=HTML, cookies=cookies).status_code == 303
@@ -397,3 +396,40 @@ def raw_get(port: int, path: str, token: str) -> bytes:
         )
         sock.sendall(request.encode())
         return sock.recv(64)
+
+
+def test_failed_token_checks_back_off_per_client(world: World, clock: FakeClock) -> None:
+    sessions = SessionStore(clock=clock)
+    throttle = LoginThrottle(clock=clock)
+    app = create_dashboard_app(world.settings, sessions=sessions, throttle=throttle)
+    with TestClient(app, follow_redirects=False) as client:
+        for attempt in range(5):
+            assert client.post("/login", data={"token": f"hpo_guess-{attempt}"}).status_code == 401
+        # The sixth within the backoff is refused unchecked, even with a good token.
+        locked = client.post("/login", data={"token": world.read})
+        assert locked.status_code == 429 and locked.headers["retry-after"] == "1"
+        assert_error(
+            client.get("/api/studies", headers=bearer(world.read)), 429, "too_many_requests"
+        )
+        clock.now += 1.0
+        assert client.post("/login", data={"token": "hpo_guess-6"}).status_code == 401
+        assert client.post("/login", data={"token": world.read}).status_code == 429
+        clock.now += 2.0  # each further failure doubles the wait
+        assert client.post("/login", data={"token": world.read}).status_code == 303
+        # A success forgives the past: the next failure is free again.
+        assert client.post("/login", data={"token": "hpo_guess-7"}).status_code == 401
+        assert client.get("/api/studies", headers=bearer(world.read)).status_code == 200
+    assert throttle.retry_after("another-client") == 0.0
+
+
+def test_backoff_is_capped_and_bounded_in_memory() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(max_clients=3, clock=clock)
+    for _ in range(40):
+        throttle.failed("a")
+    assert throttle.retry_after("a") == MAX_BACKOFF_S
+    for client in ("b", "c", "d"):
+        throttle.failed(client)
+    assert throttle.retry_after("a") == 0.0  # the least recent was forgotten
+    clock.now += MAX_BACKOFF_S + 1
+    assert throttle.retry_after("b") == 0.0
