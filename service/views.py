@@ -81,7 +81,11 @@ def study_view(state: AppState, study: Study) -> dict[str, Any]:
     if study.optuna_study_id is not None:
         counts = state.reader.count_states(study.optuna_study_id)
         if not spec.is_multi_objective:
-            found = state.reader.best(study.optuna_study_id, 1)
+            try:
+                found = state.reader.best(study.optuna_study_id, 1)
+            except KeyError:
+                # Its Optuna study is gone (deleted behind the service): no trials, no best.
+                found = []
             best = trial_views(state, study, found)[0] if found else None
     return {
         **study_summary(study),

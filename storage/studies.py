@@ -6,6 +6,7 @@ happen inside the caller's transaction so that a failure rolls both back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from storage.errors import ConflictError, ErrorDetail, InvalidRequestError, NotFoundError
 from storage.events import notify_claimable, record_event
 from storage.models import CLAIMABLE, TERMINAL, Study, StudyStatus, utcnow
-from storage.optuna_store import ATTR_ENQUEUED_BY, create_optuna_study, delete_optuna_study
+from storage.optuna_store import ATTR_ENQUEUED_BY, create_optuna_study
 from storage.search_space import to_distributions
 from storage.spec import NAME_PATTERN, StudySpec
 
@@ -156,7 +157,10 @@ def delete_study(
         )
     session.delete(study)
     session.flush()
-    delete_optuna_study(optuna_storage, name)
+    if study.optuna_study_id is not None:
+        # By id: a study created under the same name behind the service is not ours.
+        with contextlib.suppress(KeyError):
+            optuna_storage.delete_study(study.optuna_study_id)
     record_event(session, "deleted", name, actor)
 
 
@@ -188,12 +192,29 @@ def enqueue_trial(
     ]
     if errors:
         raise InvalidRequestError("invalid parameters", errors)
-    optuna.load_study(study_name=name, storage=optuna_storage).enqueue_trial(
+    _optuna_study(optuna_storage, study).enqueue_trial(
         params, user_attrs={ATTR_ENQUEUED_BY: actor or "anonymous"}
     )
     record_event(session, "enqueued", name, actor, params=params)
     notify_claimable(session)
     return params
+
+
+def _optuna_study(optuna_storage: RDBStorage, study: Study) -> optuna.Study:
+    """The Optuna study of ``study``, found by id (a name may have been reused).
+
+    Raises:
+        ConflictError: it no longer exists (deleted or renamed behind the service).
+    """
+    try:
+        if study.optuna_study_id is None:
+            raise KeyError(study.name)
+        name = optuna_storage.get_study_name_from_id(study.optuna_study_id)
+    except KeyError:
+        raise ConflictError(
+            f"the Optuna study of {study.name!r} no longer exists; it takes no more trials"
+        ) from None
+    return optuna.load_study(study_name=name, storage=optuna_storage)
 
 
 def _param_problem(key: str, value: Any, distributions: dict[str, BaseDistribution]) -> str:

@@ -94,7 +94,10 @@ def best(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
     study = _load(state, name)
     assert study.optuna_study_id is not None
     n_objectives = len(StudySpec.model_validate(study.spec).objective_list)
-    found = state.reader.best(study.optuna_study_id, n_objectives)
+    try:
+        found = state.reader.best(study.optuna_study_id, n_objectives)
+    except KeyError:
+        raise NotFoundError(f"the Optuna study of {name!r} no longer exists") from None
     if not found:
         raise NotFoundError(f"no trial of {name!r} has completed yet")
     views = trial_views(state, study, found)
@@ -116,6 +119,8 @@ def importance(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
         target = None if len(objectives) == 1 else index
         try:
             values = state.reader.importances(study.optuna_study_id, target)
+        except KeyError:
+            raise NotFoundError(f"the Optuna study of {name!r} no longer exists") from None
         except (ValueError, RuntimeError) as exc:
             raise ConflictError(
                 "importances need at least two completed trials whose parameters differ"
