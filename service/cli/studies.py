@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console, Group
 from rich.live import Live
 
 from service.cli import render
-from service.cli.client import ApiClient, ClientError
+from service.cli.client import ApiClient
+from service.cli.spec_files import load_spec_file
 
 TERMINAL = {"completed", "cancelled", "failed"}
 console = Console()
-
-
-def load_spec_file(path: Path) -> dict[str, Any]:
-    """Read a YAML or JSON spec.
-
-    Raises:
-        ClientError: unreadable file or not a mapping.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        where = getattr(exc, "problem_mark", None) or getattr(exc, "lineno", None)
-        raise ClientError(
-            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
-            f"{f' (at {where})' if where else ''}"
-        ) from None
-    if not isinstance(data, dict):
-        raise ClientError(f"{path} must hold a mapping (a study spec), not {type(data).__name__}")
-    return data
 
 
 def watch_study(client: ApiClient, name: str, interval: float = 2.0) -> dict[str, Any]:
