@@ -8,6 +8,7 @@ Trained on scikit-learn's bundled 8x8 digits (offline) or a local MNIST
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from storage.paths import PathNotAllowedError, resolve_confined
 from storage.tasks.mlp import MlpConfig
 from workers.context import TrialContext
 from workers.errors import DatasetError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,12 @@ def load_mnist_data(config: MlpConfig, roots: list[Path]) -> ImageData:
     except PathNotAllowedError as exc:
         raise DatasetError(str(exc)) from None
     except (OSError, KeyError, ValueError) as exc:
-        raise DatasetError(f"cannot read MNIST from {config.dataset.path}: {exc}") from None
+        # The reader's message may quote the file: its type only; the log has the rest.
+        logger.warning("reading MNIST from %s failed", config.dataset.path, exc_info=True)
+        raise DatasetError(
+            f"cannot read MNIST from {config.dataset.path} ({type(exc).__name__}); it must be "
+            "an .npz with x_train, y_train, x_test and y_test"
+        ) from None
     scale = np.float32(255.0)
     return _as_data(
         x_train.reshape(len(x_train), -1) / scale,
