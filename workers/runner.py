@@ -18,6 +18,7 @@ from storage.workers import register_worker, stop_worker
 from workers.retry import is_transient
 from workers.slot_env import SlotEnv, SlotOptions
 from workers.trial import run_claim
+from workers.trial_dirs import TrialDirs
 from workers.wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ class SlotRunner:
         self.options = options
         self.env = SlotEnv(settings, options)
         self.tracker = self._tracker() if settings.mlflow_enabled else None
+        # After tracking's hook: a best model it just queued for MLflow is protected.
+        TrialDirs(self.env).install()
         self.wakeup = Wakeup(settings.database_url)
         self.stopping = threading.Event()
         self._grace_timer: threading.Timer | None = None

@@ -8,6 +8,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import optuna
@@ -66,6 +67,8 @@ class SlotEnv:
         self.trial_hooks: list[
             Callable[[Claim, StudySpec, optuna.Trial, TrialContext, TrialResult], None]
         ] = []
+        # Folders that must not be deleted yet (say, models still queued for MLflow).
+        self.protected_dirs: list[Callable[[], set[Path]]] = []
 
     @property
     def device(self) -> str:

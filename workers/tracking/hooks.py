@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -49,6 +47,8 @@ class TrialTracking:
     def install(self) -> None:
         self.env.context_hooks.append(self.on_start)
         self.env.trial_hooks.append(self.on_end)
+        # Model folders still queued to be logged must outlive the pruning of trial folders.
+        self.env.protected_dirs.append(self.tracker.pending_model_dirs)
 
     def on_start(self, ctx: TrialContext, spec: StudySpec, claim: Claim) -> None:
         attrs = ctx.trial.user_attrs
@@ -104,7 +104,6 @@ class TrialTracking:
         self.tracker.put(Op("end_trial", spec.name, key, self._end_data(spec, ctx, result, finals)))
         if self._study_ended(claim.study_id):
             self.tracker.put(Op("summary", spec.name))
-        prune_trial_dirs(self.env, claim, spec, self.tracker.pending_model_dirs())
 
     def _end_data(
         self, spec: StudySpec, ctx: TrialContext, result: TrialResult, finals: dict[str, float]
@@ -151,36 +150,3 @@ class TrialTracking:
         with self.env.db.session_scope(read_only=True) as session:
             study = session.get(Study, study_id)
             return study is not None and StudyStatus(study.status) in TERMINAL
-
-
-def prune_trial_dirs(env: SlotEnv, claim: Claim, spec: StudySpec, keep: set[Path]) -> None:
-    """Keep the model folders of the best ``keep_top_k_models`` trials; delete the rest.
-
-    Folders of trials that may still be retried (lost) or whose model is still
-    being logged are kept.
-    """
-    root = env.settings.trials_dir / spec.name
-    if not root.is_dir() or spec.is_multi_objective:
-        return
-    trials = env.study(claim, spec).get_trials(deepcopy=False)
-    direction = spec.objective_list[0].direction
-    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
-    done.sort(key=lambda t: t.values[0], reverse=direction == "maximize")
-    best = {_folder(t) for t in done[: env.settings.keep_top_k_models]}
-    finished = {
-        _folder(t)
-        for t in trials
-        if t.state.is_finished() and t.user_attrs.get("hpo.fail_reason") != "lost"
-    }
-    protected = {p.resolve() for p in keep}
-    for folder in root.iterdir():
-        if (
-            folder.name in finished
-            and folder.name not in best
-            and not any(p.is_relative_to(folder.resolve()) for p in protected)
-        ):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _folder(trial: optuna.trial.FrozenTrial) -> str:
-    return f"trial-{trial.user_attrs.get('hpo.retry_root', trial.number):05d}"
