@@ -19,7 +19,6 @@ from storage.db import Database
 from storage.optuna_store import open_optuna_storage
 from storage.reaper import Reaper
 from storage.settings import Settings
-from storage.studies import studies_to_summarize
 
 logger = logging.getLogger(__name__)
 MAX_RESTART_DELAY_S = 30.0
@@ -80,7 +79,9 @@ def resolve_devices(devices: str, cuda_count: int | None = None) -> list[Device]
 
 
 class StudySummaries:
-    """Summarizes in MLflow the studies that ended while no trial of theirs ran (cancel...)."""
+    """Tracking work no trial does: summaries of studies that ended while no trial of
+    theirs ran (cancel...), and ending the MLflow runs of trials lost with their worker.
+    """
 
     def __init__(self, settings: Settings, db: Database) -> None:
         from workers.tracking.tracker import MlflowTracker
@@ -88,21 +89,39 @@ class StudySummaries:
         self.db = db
         self.settings = settings
         self.tracker = MlflowTracker(settings, db, spool_name=f"supervisor-{os.getpid()}")
-        self.queued: set[str] = set()
+        self.queued: dict[int, float] = {}  # study id -> when its summary was queued
 
     def queue_ended(self) -> None:
+        """Queue the summary of ended studies (again if a queued one did not get written)."""
+        from storage.tracking_rows import SUMMARY_CLAIM_S, studies_to_summarize
         from workers.tracking.ops import Op
 
         try:
             with self.db.session_scope(read_only=True) as session:
-                names = studies_to_summarize(session)
+                studies = studies_to_summarize(session)
         except Exception:
             logger.warning("cannot look for ended studies: database unavailable")
             return
-        for name in names:
-            if name not in self.queued:
-                self.queued.add(name)
-                self.tracker.put(Op("summary", name))
+        now = time.monotonic()
+        for study_id, name in studies:
+            if now - self.queued.get(study_id, -SUMMARY_CLAIM_S) >= SUMMARY_CLAIM_S:
+                self.queued[study_id] = now
+                self.tracker.put(Op("summary", name, study_id=study_id))
+
+    def queue_sweeps(self) -> None:
+        """End the runs of lost trials of studies tracked in MLflow (one sweep queued each)."""
+        from storage.tracking_rows import studies_to_sweep
+        from workers.tracking.ops import Op
+
+        try:
+            with self.db.session_scope(read_only=True) as session:
+                studies = studies_to_sweep(session)
+        except Exception:
+            logger.warning("cannot look for lost MLflow runs: database unavailable")
+            return
+        for study_id, name in studies:
+            if not self.tracker.has_pending("sweep", study_id):
+                self.tracker.put(Op("sweep", name, study_id=study_id))
 
     def close(self) -> None:
         self.tracker.close(self.settings.mlflow_flush_timeout_s)
@@ -137,11 +156,13 @@ class Supervisor:
                 reaper.run_once()
                 next_reap = now + self.settings.heartbeat_interval_s
             if summaries is not None and now >= next_summary:
+                summaries.queue_sweeps()
                 summaries.queue_ended()
                 next_summary = now + SUMMARY_INTERVAL_S
             time.sleep(0.2)
         self._stop_children()
         if summaries is not None:
+            summaries.queue_sweeps()
             summaries.queue_ended()
             summaries.close()
         reaper.db.dispose()

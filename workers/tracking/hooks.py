@@ -10,17 +10,16 @@ from typing import Any
 
 import optuna
 
-from storage.budget import Claim
-from storage.models import TERMINAL, Study, StudyStatus
+from storage.budget import Claim, Outcome
 from storage.spec import StudySpec
+from storage.tracking_rows import find_study
 from workers.context import TrialContext
 from workers.outcome import TrialResult
 from workers.slot_env import SlotEnv
-from workers.tracking.ops import Op, now_ms
+from workers.tracking.ops import TRIAL_RUN_STATUS, Op, now_ms
 from workers.tracking.tracker import MlflowTracker
 
 logger = logging.getLogger(__name__)
-RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _PACKAGES = ("torch", "transformers", "optuna", "mlflow", "hpo-service")
 
 
@@ -62,14 +61,21 @@ class TrialTracking:
         }
         if attrs.get("hpo.retry_of") is not None:
             tags["hpo.retry_of"] = attrs["hpo.retry_of"]
-        key = self.tracker.start_trial(spec.name, ctx.number, ctx.params, tags, claim.lease_id)
+        key = self.tracker.start_trial(
+            spec.name,
+            ctx.number,
+            ctx.params,
+            tags,
+            lease_id=claim.lease_id,
+            study_id=claim.study_id,
+        )
         self.keys[ctx.number] = key
         reported: set[str] = set()
         self.reported[ctx.number] = reported
 
         def log_curve(step: int, metrics: Mapping[str, float]) -> None:
             reported.update(metrics)
-            self.tracker.log_metrics(spec.name, key, step, metrics)
+            self.tracker.log_metrics(spec.name, key, step, metrics, claim.study_id)
 
         ctx.report_hooks.append(log_curve)
 
@@ -83,7 +89,12 @@ class TrialTracking:
     ) -> None:
         key = self.keys.pop(trial.number, None)
         reported = self.reported.pop(trial.number, set())
-        if key is None or result.lost:
+        if key is None:
+            return
+        if result.lost:
+            # The trial was taken away: no model, no result; the run ends as the lease did.
+            data = self._lost_data(claim, spec, ctx)
+            self.tracker.put(Op("end_trial", spec.name, key, data, claim.study_id))
             return
         if self._is_new_best(claim, spec, trial, ctx, result):
             self.tracker.put(
@@ -98,18 +109,25 @@ class TrialTracking:
                         "direction": spec.objective_list[0].direction,
                         "number": trial.number,
                     },
+                    claim.study_id,
                 )
             )
         finals = {k: v for k, v in result.metrics.items() if k not in reported}
-        self.tracker.put(Op("end_trial", spec.name, key, self._end_data(spec, ctx, result, finals)))
+        data = self._end_data(spec, ctx, result.outcome, finals)
+        self.tracker.put(Op("end_trial", spec.name, key, data, claim.study_id))
         if self._study_ended(claim.study_id):
-            self.tracker.put(Op("summary", spec.name))
+            self.tracker.put(Op("summary", spec.name, study_id=claim.study_id))
+
+    def _lost_data(self, claim: Claim, spec: StudySpec, ctx: TrialContext) -> dict[str, Any]:
+        """FAILED with ``fail_reason=lost``, unless the lease says otherwise when it is sent."""
+        error = f"worker {self.env.worker_id} lost its lease (it stopped heartbeating in time)"
+        data = self._end_data(spec, ctx, Outcome("FAIL", False, "lost", error), {})
+        return {**data, "lost": True, "lease_id": claim.lease_id}
 
     def _end_data(
-        self, spec: StudySpec, ctx: TrialContext, result: TrialResult, finals: dict[str, float]
+        self, spec: StudySpec, ctx: TrialContext, outcome: Outcome, finals: dict[str, float]
     ) -> dict[str, Any]:
         """Tags, metrics not already on the curve, the resolved config, the run status."""
-        outcome = result.outcome
         tags = {
             "hpo.state": outcome.state,
             "hpo.fail_reason": outcome.fail_reason,
@@ -126,7 +144,7 @@ class TrialTracking:
             "tags": tags,
             "metrics": finals,
             "config": config,
-            "status": RUN_STATUS[outcome.state],
+            "status": TRIAL_RUN_STATUS[outcome.state],
             "end_ms": now_ms(),
             "step": max(0, ctx._last_step),
         }
@@ -148,5 +166,5 @@ class TrialTracking:
 
     def _study_ended(self, study_id: int) -> bool:
         with self.env.db.session_scope(read_only=True) as session:
-            study = session.get(Study, study_id)
-            return study is not None and StudyStatus(study.status) in TERMINAL
+            study = find_study(session, study_id=study_id)
+        return study is not None and study.ended

@@ -9,6 +9,9 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from storage.tracking_rows import TrackedStudy
+from workers.tracking.owners import STUDY_ID_TAG, claim_registered_model
+
 logger = logging.getLogger(__name__)
 BEST_ALIAS = "best"
 PIPELINE_TASKS = {"text-classification": "text-classification", "masked-lm": "fill-mask"}
@@ -18,11 +21,18 @@ def is_better(value: float, than: float, direction: str) -> bool:
     return value > than if direction == "maximize" else value < than
 
 
-def current_best(client: MlflowClient, name: str) -> tuple[float, int] | None:
-    """(objective value, trial number) recorded on the version the alias points at, if any."""
+def current_best(client: MlflowClient, name: str, study_id: int) -> tuple[float, int] | None:
+    """(objective value, trial number) of the version the alias points at, if it is the study's.
+
+    A version tagged with another study's id (a deleted study of the same
+    name) is no best to beat.
+    """
     try:
         version = client.get_model_version_by_alias(name, BEST_ALIAS)
     except Exception:
+        return None
+    owner = version.tags.get(STUDY_ID_TAG)
+    if owner is not None and owner != str(study_id):
         return None
     value, trial = version.tags.get("hpo.objective"), version.tags.get("hpo.trial")
     if value is None or trial is None:
@@ -35,33 +45,49 @@ def beats(value: float, number: int, best: tuple[float, int], direction: str) ->
     return is_better(value, best[0], direction) or (value == best[0] and number < best[1])
 
 
-def log_best_model(client: MlflowClient, run_id: str, study: str, data: dict[str, Any]) -> None:
+def log_best_model(
+    client: MlflowClient,
+    run_id: str,
+    study: TrackedStudy,
+    experiment_id: str,
+    data: dict[str, Any],
+) -> None:
     """Log the model of a trial that was the study's best when it finished.
 
-    A model that has since been beaten (another worker registered a better
-    one first) is not registered again.
+    Compared only with the study's own versions. A model that has since been
+    beaten (another worker registered a better one first) is not registered
+    again; one already registered from this run (a repeated attempt) is reused.
     """
+    name = study.name
     value, direction = float(data["value"]), str(data["direction"])
-    best = current_best(client, study)
+    claim_registered_model(client, study, experiment_id, create=True)
+    best = current_best(client, name, study.id)
     if best is not None and not beats(value, int(data["number"]), best, direction):
-        logger.info(
-            "trial %s of %s is no longer the best; not registering it", data["number"], study
-        )
+        number = data["number"]
+        logger.info("trial %s of %s is no longer the best; not registering it", number, name)
         return
-    mlflow.set_tracking_uri(client.tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        info = _log_by_flavor(Path(data["model_dir"]), str(data["task"]), study)
-    version = str(info.registered_model_version)
-    client.set_model_version_tag(study, version, "hpo.objective", str(value))
-    client.set_model_version_tag(study, version, "hpo.trial", str(data["number"]))
-    client.set_registered_model_alias(study, BEST_ALIAS, version)
+    version = _version_of_run(client, name, run_id)
+    if version is None:
+        mlflow.set_tracking_uri(client.tracking_uri)
+        with mlflow.start_run(run_id=run_id):
+            info = _log_by_flavor(Path(data["model_dir"]), str(data["task"]), name)
+        version = str(info.registered_model_version)
+    client.set_model_version_tag(name, version, "hpo.objective", str(value))
+    client.set_model_version_tag(name, version, "hpo.trial", str(data["number"]))
+    client.set_model_version_tag(name, version, STUDY_ID_TAG, str(study.id))
+    client.set_registered_model_alias(name, BEST_ALIAS, version)
     logger.info(
         "registered trial %s of %s as model version %s (alias %s)",
         data["number"],
-        study,
+        name,
         version,
         BEST_ALIAS,
     )
+
+
+def _version_of_run(client: MlflowClient, name: str, run_id: str) -> str | None:
+    found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'", max_results=1)
+    return str(found[0].version) if found else None
 
 
 def _log_by_flavor(model_dir: Path, task: str, study: str) -> Any:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,12 +15,21 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from storage.db import Database
-from storage.models import Lease, Study
 from storage.settings import Settings
+from storage.tracking_rows import (
+    TrackedStudy,
+    find_study,
+    lease_end,
+    record_lease_run,
+    record_study_runs,
+)
+from workers.tracking.owners import STUDY_ID_TAG, claim_experiment, claim_registered_model
 
 logger = logging.getLogger(__name__)
 MAX_BATCH = 1000
 MAX_TAG_CHARS = 5000
+# How a trial's Optuna state shows as the status of its MLflow run.
+TRIAL_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
 @dataclass
@@ -28,13 +40,22 @@ class Op:
     study_name: str
     key: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    # The service's id of the study: a study deleted and created again under
+    # its name has another one, and must not receive the old study's ops.
+    study_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Op:
-        return cls(raw["kind"], raw["study_name"], raw.get("key", ""), raw.get("data", {}))
+        return cls(
+            raw["kind"],
+            raw["study_name"],
+            raw.get("key", ""),
+            raw.get("data", {}),
+            raw.get("study_id"),
+        )
 
 
 def now_ms() -> int:
@@ -46,62 +67,84 @@ def clip(value: object) -> str:
 
 
 class Executor:
-    """Runs ops against MLflow; remembers run ids by key (and the service DB keeps them)."""
+    """Runs ops against MLflow; remembers run ids by key (and the service DB keeps them).
+
+    No study or lease row is locked while MLflow is called: a slow or
+    unreachable MLflow never holds up claims and finishes of the study.
+    """
 
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
         self.client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.run_ids: dict[str, str] = {}
-        self.parents: dict[str, tuple[str, str]] = {}  # study -> (experiment id, parent run id)
+        self.parents: dict[int, tuple[str, str]] = {}  # study id -> (experiment, parent run)
 
     def run(self, op: Op) -> None:
         handler = getattr(self, f"_op_{op.kind}")
         handler(op)
 
-    def parent_of(self, study_name: str) -> tuple[str, str]:
-        """The study's experiment and parent run, created once (under the study's row lock)."""
-        if study_name in self.parents:
-            return self.parents[study_name]
-        with self.db.session_scope() as session:
-            study = session.query(Study).filter_by(name=study_name).with_for_update().one_or_none()
-            if study is None:
-                raise LookupError(f"study {study_name!r} no longer exists")
-            if study.mlflow_experiment_id is None or study.mlflow_run_id is None:
-                experiment_id = self._experiment(study_name)
-                run = self.client.create_run(
-                    experiment_id,
-                    run_name=study_name,
-                    tags={"hpo.study": study_name, "hpo.kind": "study"},
-                )
-                self._log_spec(run.info.run_id, study.spec)
-                study.mlflow_experiment_id = experiment_id
-                study.mlflow_run_id = run.info.run_id
-            ids = (study.mlflow_experiment_id, study.mlflow_run_id)
-        assert ids[0] is not None and ids[1] is not None
-        self.parents[study_name] = (ids[0], ids[1])
-        return self.parents[study_name]
+    def study(self, op: Op) -> TrackedStudy:
+        """The op's study (by id; by name for ops spooled before ops carried it).
 
-    def _experiment(self, name: str) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
-            return str(found.experiment_id)
-        location = None
-        if not self.settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
-            folder = (self.settings.mlflow_artifacts_dir / name).resolve()
-            location = folder.as_uri()
-        # Shown as a model-training experiment (MLflow 3 would open the GenAI view).
-        tags = {"mlflow.experimentKind": "custom_model_development"}
-        try:
-            return self.client.create_experiment(name, artifact_location=location, tags=tags)
-        except Exception:
-            # Another worker created it first.
-            again = self.client.get_experiment_by_name(name)
-            if again is None:
-                raise
-            return str(again.experiment_id)
+        Raises:
+            LookupError: the study was deleted.
+        """
+        with self.db.session_scope(read_only=True) as session:
+            found = find_study(session, study_id=op.study_id, name=op.study_name)
+        if found is None:
+            raise LookupError(f"study {op.study_name!r} no longer exists")
+        return found
+
+    def parent_of(self, study: TrackedStudy) -> tuple[str, str]:
+        """The study's experiment and parent run, created once.
+
+        Two workers may both create a parent run; the first one stored on the
+        study row is kept and the other deleted.
+        """
+        if study.id in self.parents:
+            return self.parents[study.id]
+        ids = (study.experiment_id, study.run_id)
+        if ids[0] is None or ids[1] is None:
+            ids = self._create_parent(study)
+        assert ids[0] is not None and ids[1] is not None
+        self.parents[study.id] = (ids[0], ids[1])
+        return self.parents[study.id]
+
+    def _create_parent(self, study: TrackedStudy) -> tuple[str, str]:
+        experiment_id = claim_experiment(self.client, study, self._artifacts_dir())
+        claim_registered_model(self.client, study, experiment_id, create=False)
+        run_id = self._parent_run(experiment_id, study)
+        with self.db.session_scope() as session:
+            stored = record_study_runs(session, study.id, experiment_id, run_id)
+        if stored is None:
+            raise LookupError(f"study {study.name!r} no longer exists")
+        if stored[1] != run_id:
+            self.client.delete_run(run_id)  # another worker's parent run was stored first
+        return stored
+
+    def _artifacts_dir(self) -> Path | None:
+        if self.settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
+            return None  # the tracking server decides
+        return self.settings.mlflow_artifacts_dir
+
+    def _parent_run(self, experiment_id: str, study: TrackedStudy) -> str:
+        """The study's parent run: one an earlier attempt created, else a new one."""
+        found = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`hpo.kind` = 'study' and tags.`{STUDY_ID_TAG}` = '{study.id}'",
+            max_results=1,
+        )
+        if found:
+            return str(found[0].info.run_id)
+        run = self.client.create_run(
+            experiment_id,
+            run_name=study.name,
+            tags={"hpo.study": study.name, "hpo.kind": "study", STUDY_ID_TAG: str(study.id)},
+        )
+        self._log_spec(run.info.run_id, study.spec)
+        return str(run.info.run_id)
 
     def _log_spec(self, run_id: str, spec: dict[str, Any]) -> None:
         self.client.log_dict(run_id, spec, "spec.json")
@@ -118,15 +161,27 @@ class Executor:
     def _op_start_trial(self, op: Op) -> None:
         if op.key in self.run_ids:
             return
-        experiment_id, parent_id = self.parent_of(op.study_name)
+        if op.study_id is not None and op.study_id in self.parents:
+            study_id = op.study_id  # known here: no database read per trial
+            experiment_id, parent_id = self.parents[study_id]
+        else:
+            study = self.study(op)
+            study_id = study.id
+            experiment_id, parent_id = self.parent_of(study)
         data = op.data
+        lease_id = data.get("lease_id")
         tags = {
             "mlflow.parentRunId": parent_id,
             "hpo.study": op.study_name,
+            STUDY_ID_TAG: str(study_id),
             "hpo.kind": "trial",
             "hpo.key": op.key,
             **{k: clip(v) for k, v in data["tags"].items()},
         }
+        if lease_id is not None:
+            # On the run from its creation: the sweep finds the run of a worker
+            # that died before the run id reached the lease row.
+            tags["hpo.lease_id"] = str(lease_id)
         run_id = self._existing_run(experiment_id, op.key)
         if run_id is None:
             run = self.client.create_run(
@@ -140,7 +195,9 @@ class Executor:
         for start in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[start : start + 100])
         self.run_ids[op.key] = run_id
-        self._remember_run(data.get("lease_id"), run_id)
+        if lease_id is not None:
+            with self.db.session_scope() as session:
+                record_lease_run(session, lease_id, run_id)
 
     def _existing_run(self, experiment_id: str, key: str) -> str | None:
         """The run a retried create already made (its answer may have been lost)."""
@@ -148,14 +205,6 @@ class Executor:
             [experiment_id], filter_string=f"tags.`hpo.key` = '{key}'", max_results=1
         )
         return found[0].info.run_id if found else None
-
-    def _remember_run(self, lease_id: int | None, run_id: str) -> None:
-        if lease_id is None:
-            return
-        with self.db.session_scope() as session:
-            lease = session.get(Lease, lease_id)
-            if lease is not None:
-                lease.mlflow_run_id = run_id
 
     def _op_metrics(self, op: Op) -> None:
         run_id = self.run_ids[op.key]
@@ -167,7 +216,7 @@ class Executor:
 
     def _op_end_trial(self, op: Op) -> None:
         run_id = self.run_ids[op.key]
-        data = op.data
+        data = self._as_lease_ended(op.data) if op.data.get("lost") else op.data
         tags = [RunTag(k, clip(v)) for k, v in data["tags"].items() if v is not None]
         finals = [
             Metric(k, float(v), data["end_ms"], data["step"]) for k, v in data["metrics"].items()
@@ -176,15 +225,37 @@ class Executor:
         self.client.log_dict(run_id, data["config"], "config.json")
         self.client.set_terminated(run_id, data["status"], end_time=data["end_ms"])
 
+    def _as_lease_ended(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A lost trial's run ends as its lease did (the reaper may have counted its result)."""
+        from workers.tracking.sweep import run_end_of
+
+        with self.db.session_scope(read_only=True) as session:
+            end = lease_end(session, int(data["lease_id"]))
+        if end is None or end.active:
+            return data  # FAILED, lost: what the worker knows
+        status, tags = run_end_of(end)
+        # The lease's reason and error replace the worker's guess (None: no tag).
+        merged = {**data["tags"], "hpo.fail_reason": None, "hpo.error": None, **tags}
+        return {**data, "status": status, "tags": merged}
+
     def _op_model(self, op: Op) -> None:
         from workers.tracking.models import log_best_model
 
-        log_best_model(self.client, self.run_ids[op.key], op.study_name, op.data)
+        study = self.study(op)
+        experiment_id, _ = self.parent_of(study)
+        log_best_model(self.client, self.run_ids[op.key], study, experiment_id, op.data)
 
     def _op_summary(self, op: Op) -> None:
         from workers.tracking.summary import summarize_study
 
-        summarize_study(self, op.study_name)
+        summarize_study(self, op)
+
+    def _op_sweep(self, op: Op) -> None:
+        from workers.tracking.sweep import sweep_study
+
+        study = self.study(op)
+        if study.experiment_id is not None:
+            sweep_study(self, study.id, study.experiment_id)
 
 
 def model_dir_exists(op: Op) -> bool:

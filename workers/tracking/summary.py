@@ -1,4 +1,4 @@
-"""The study's parent run when the study ends: status, best trial, plots."""
+"""The study's parent run when the study ends: status, best trial, plots, no run left RUNNING."""
 
 from __future__ import annotations
 
@@ -9,33 +9,51 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from mlflow.entities import Metric, Param, RunTag
 
-from storage.models import Study, utcnow
+from storage.tracking_rows import TrackedStudy, claim_summary, mark_summarized
 from workers.tracking.ops import clip, now_ms
+from workers.tracking.sweep import sweep_study
 
 if TYPE_CHECKING:
-    from workers.tracking.ops import Executor
+    from workers.tracking.ops import Executor, Op
 
 logger = logging.getLogger(__name__)
 RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 
 
-def summarize_study(executor: Executor, study_name: str) -> None:
-    """Write the summary once (the study row remembers that it was written)."""
-    _, parent = executor.parent_of(study_name)
+def summarize_study(executor: Executor, op: Op) -> None:
+    """Write the summary of an ended study once no trial of it runs.
+
+    The study's row lock is taken only to claim the summary and to mark it
+    written, never across MLflow calls or plotting. Writing it twice is
+    harmless (tags, params and plots are the same; the best model is not
+    registered again), and a claim whose process died expires.
+    """
+    try:
+        study = executor.study(op)
+    except LookupError:
+        logger.info("study %s was deleted before its MLflow summary", op.study_name)
+        return
+    if not study.ended or study.n_active > 0 or study.summarized_at is not None:
+        return
+    experiment_id, parent = executor.parent_of(study)
     with executor.db.session_scope() as session:
-        row = session.query(Study).filter_by(name=study_name).with_for_update().one_or_none()
-        if row is None or row.mlflow_summarized_at is not None or row.status not in RUN_STATUS:
-            return
-        study = optuna.load_study(study_name=study_name, storage=executor.settings.optuna_storage)
-        _log_outcome(executor, parent, row, study)
-        _log_plots(executor, parent, study)
-        _ensure_best_model(executor, row, study)
-        executor.client.set_terminated(parent, RUN_STATUS[row.status])
-        row.mlflow_summarized_at = utcnow()
-    logger.info("summarized study %s in MLflow", study_name)
+        claimed = claim_summary(session, study.id, executor.owner)
+    if claimed is None:
+        return
+    sweep_study(executor, claimed.id, experiment_id)
+    optuna_study = optuna.load_study(
+        study_name=claimed.name, storage=executor.settings.optuna_storage
+    )
+    _log_outcome(executor, parent, claimed, optuna_study)
+    _log_plots(executor, parent, optuna_study)
+    _ensure_best_model(executor, claimed, experiment_id, optuna_study)
+    executor.client.set_terminated(parent, RUN_STATUS[claimed.status])
+    with executor.db.session_scope() as session:
+        mark_summarized(session, claimed.id)
+    logger.info("summarized study %s in MLflow", claimed.name)
 
 
-def _log_outcome(executor: Executor, parent: str, row: Study, study: optuna.Study) -> None:
+def _log_outcome(executor: Executor, parent: str, row: TrackedStudy, study: optuna.Study) -> None:
     states: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
@@ -93,7 +111,9 @@ def _log_plots(executor: Executor, parent: str, study: optuna.Study) -> None:
             logger.info("plot %s skipped for %s: %s", name, study.study_name, exc)
 
 
-def _ensure_best_model(executor: Executor, row: Study, study: optuna.Study) -> None:
+def _ensure_best_model(
+    executor: Executor, row: TrackedStudy, experiment_id: str, study: optuna.Study
+) -> None:
     """Point the alias ``best`` at the study's best trial if an earlier attempt failed.
 
     Needs that trial's model folder on this machine (the best ones are kept).
@@ -104,12 +124,12 @@ def _ensure_best_model(executor: Executor, row: Study, study: optuna.Study) -> N
     if len(best) != 1 or not best[0].values:
         return
     trial = best[0]
-    registered = current_best(executor.client, row.name)
+    registered = current_best(executor.client, row.name, row.id)
     if registered is not None and registered[1] == trial.number:
         return
     root = trial.user_attrs.get("hpo.retry_root", trial.number)
     model_dir = executor.settings.trials_dir / row.name / f"trial-{root:05d}" / "model"
-    run_id = _trial_run_id(executor, row, trial.number)
+    run_id = _trial_run_id(executor, experiment_id, trial.number)
     if not model_dir.is_dir() or run_id is None:
         return
     data = {
@@ -119,14 +139,12 @@ def _ensure_best_model(executor: Executor, row: Study, study: optuna.Study) -> N
         "direction": study.direction.name.lower(),
         "number": trial.number,
     }
-    log_best_model(executor.client, run_id, row.name, data)
+    log_best_model(executor.client, run_id, row, experiment_id, data)
 
 
-def _trial_run_id(executor: Executor, row: Study, number: int) -> str | None:
-    if row.mlflow_experiment_id is None:
-        return None
+def _trial_run_id(executor: Executor, experiment_id: str, number: int) -> str | None:
     found = executor.client.search_runs(
-        [row.mlflow_experiment_id],
+        [experiment_id],
         filter_string=f"tags.`hpo.trial_number` = '{number}' and tags.`hpo.kind` = 'trial'",
         max_results=1,
     )

@@ -81,7 +81,9 @@ class MlflowTracker:
         number: int,
         params: Mapping[str, Any],
         tags: Mapping[str, Any],
+        *,
         lease_id: int | None,
+        study_id: int | None = None,
     ) -> str:
         key = f"{study}/{number}/{uuid.uuid4().hex[:8]}"
         self.put(
@@ -96,18 +98,31 @@ class MlflowTracker:
                     "start_ms": now_ms(),
                     "lease_id": lease_id,
                 },
+                study_id,
             )
         )
         return key
 
-    def log_metrics(self, study: str, key: str, step: int, metrics: Mapping[str, float]) -> None:
+    def log_metrics(
+        self,
+        study: str,
+        key: str,
+        step: int,
+        metrics: Mapping[str, float],
+        study_id: int | None = None,
+    ) -> None:
         stamp = now_ms()
         rows = [[name, float(value), stamp, step] for name, value in metrics.items()]
-        self.put(Op("metrics", study, key, {"metrics": rows}))
+        self.put(Op("metrics", study, key, {"metrics": rows}, study_id))
 
     def pending(self) -> int:
         with self._cond:
             return len(self._queue) + (1 if self._busy else 0)
+
+    def has_pending(self, kind: str, study_id: int) -> bool:
+        """True while an op of ``kind`` for the study waits in the queue."""
+        with self._cond:
+            return any(op.kind == kind and op.study_id == study_id for op in self._queue)
 
     def pending_model_dirs(self) -> set[Path]:
         with self._cond:
@@ -164,7 +179,7 @@ class MlflowTracker:
             and len(rows) < 900
         ):
             rows += self._queue.popleft().data["metrics"]
-        return Op("metrics", op.study_name, op.key, {"metrics": rows})
+        return Op("metrics", op.study_name, op.key, {"metrics": rows}, op.study_id)
 
     def _send(self, op: Op) -> None:
         delay = 0.5
