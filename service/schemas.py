@@ -47,6 +47,8 @@ class TrialOut(BaseModel):
         description="exception, timeout, oom, lost, interrupted, cancelled"
     )
     mlflow_run_id: str | None
+    compute_s: float | None = Field(default=None, description="device-seconds of training")
+    train_examples: int | None = Field(default=None, description="training examples seen")
     user_attrs: dict[str, Any] = Field(default_factory=dict)
     links: dict[str, str | None] = Field(default_factory=dict)
 
@@ -62,6 +64,22 @@ class BudgetState(BaseModel):
     active: int = Field(description="trial slots held by workers now")
     lost: int = Field(description="trials lost to crashed workers and retried")
     max_concurrent_trials: int
+    compute_s: float = Field(
+        default=0.0, description="device-seconds of training used by every trial so far"
+    )
+    max_compute_s: float | None = None
+    train_examples: int = Field(default=0, description="training examples seen by every trial")
+    max_train_examples: int | None = None
+    compute_saved_s: float | None = Field(
+        default=None,
+        description="device-seconds pruning saved: for each pruned trial, the mean of the "
+        "completed trials minus its own (study view only)",
+    )
+    stop_reason: str | None = Field(
+        default=None,
+        description="why no new trial starts (budget spent, stop_when met); the study "
+        "completes with it once its running trials end",
+    )
 
 
 class StudyOut(BaseModel):

@@ -7,19 +7,25 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from service.state import AppState
-from storage.budget import Placement, trial_placements
+from storage.budget import Placement, compute_saved_s, trial_placements
 from storage.models import Study, Worker
 from storage.optuna_store import trial_to_dict
 from storage.spec import StudySpec
+from storage.stopping import why_stopped
 
 
-def budget_view(study: Study) -> dict[str, int]:
+def budget_view(study: Study) -> dict[str, Any]:
     return {
         "n_trials": study.n_trials,
         "finished": study.n_finished,
         "active": study.n_active,
         "lost": study.n_lost,
         "max_concurrent_trials": study.max_concurrent_trials,
+        "compute_s": round(study.compute_s or 0.0, 3),
+        "max_compute_s": study.max_compute_s,
+        "train_examples": study.train_examples or 0,
+        "max_train_examples": study.max_train_examples,
+        "stop_reason": why_stopped(study),
     }
 
 
@@ -44,6 +50,8 @@ def trial_view(
 ) -> dict[str, Any]:
     placement = (placements or {}).get(trial.number, Placement(None, None, None))
     view = trial_to_dict(trial, placement.worker, placement.device, placement.mlflow_run_id)
+    view["compute_s"] = placement.compute_s
+    view["train_examples"] = placement.train_examples
     run_id = view["mlflow_run_id"]
     base = state.settings.mlflow_ui_url
     link = None
@@ -87,8 +95,11 @@ def study_view(state: AppState, study: Study) -> dict[str, Any]:
                 # Its Optuna study is gone (deleted behind the service): no trials, no best.
                 found = []
             best = trial_views(state, study, found)[0] if found else None
+    summary = study_summary(study)
+    with state.db.session_scope(read_only=True) as session:
+        summary["budget"]["compute_saved_s"] = compute_saved_s(session, study.id)
     return {
-        **study_summary(study),
+        **summary,
         "spec": spec,
         "counts": counts,
         "best": best,

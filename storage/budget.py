@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.events import notify_claimable, record_event
 from storage.models import CLAIMABLE, TERMINAL, Lease, LeaseState, Study, StudyStatus, utcnow
+from storage.stopping import Usage, add_usage, may_start_trials, record_value, why_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def has_room(study: Study) -> bool:
     return (
         study.n_active < study.max_concurrent_trials
         and study.n_finished + study.n_active < study.n_trials
+        and why_stopped(study) is None
     )
 
 
@@ -82,6 +84,7 @@ def claim_slot(
         Study.status.in_(list(CLAIMABLE)),
         Study.n_active < Study.max_concurrent_trials,
         Study.n_finished + Study.n_active < Study.n_trials,
+        may_start_trials(),
     )
     if studies:
         query = query.where(Study.name.in_(studies))
@@ -144,12 +147,19 @@ def attach_trial(
     return True
 
 
-def heartbeat_lease(session: Session, lease_id: int, worker_id: str) -> tuple[bool, str | None]:
-    """Refresh a lease; return (still ours, the study's status)."""
+def heartbeat_lease(
+    session: Session, lease_id: int, worker_id: str, usage: Usage | None = None
+) -> tuple[bool, str | None]:
+    """Refresh a lease and what its trial used so far; return (still ours, the study's status).
+
+    The usage is what a reaper charges to the study if the worker dies.
+    """
     lease = session.get(Lease, lease_id, populate_existing=True)
     if lease is None or lease.state != LeaseState.ACTIVE or lease.worker_id != worker_id:
         return False, None
     lease.heartbeat_at = utcnow()
+    if usage is not None:
+        lease.compute_s, lease.train_examples = usage.compute_s, usage.train_examples
     status = session.scalar(select(Study.status).where(Study.id == lease.study_id))
     return True, status
 
@@ -163,9 +173,13 @@ def finish_lease(
     outcome: Outcome,
     final_state: str,
     fail_fast_trials: int,
+    usage: Usage | None = None,
+    value: float | None = None,
 ) -> bool:
     """Settle a lease whose trial Optuna has been told (``final_state``), with the counters.
 
+    ``usage`` is charged to the study's compute budget; ``value`` (the
+    objective of a COMPLETE single-objective trial) feeds ``budget.stop_when``.
     Returns False when the lease is no longer this worker's: a reaper took it,
     and counted the told result or failed the trial and enqueued a retry.
     """
@@ -181,9 +195,13 @@ def finish_lease(
     lease.error = outcome.error
     lease.finished_at = now
     lease.state = LeaseState.FINISHED if outcome.counted else LeaseState.RELEASED
+    if usage is not None:
+        lease.compute_s, lease.train_examples = usage.compute_s, usage.train_examples
+    add_usage(study, usage)
     study.n_active -= 1
     if outcome.counted:
         study.n_finished += 1
+        record_value(study, value if final_state == "COMPLETE" else None, lease.trial_number)
     update_status(session, study, now, fail_fast_trials)
     notify_claimable(session)
     return True
@@ -236,6 +254,9 @@ def update_status(
         _set_final(session, study, StudyStatus.FAILED, reason, now)
     elif study.n_finished >= study.n_trials:
         _set_final(session, study, StudyStatus.COMPLETED, None, now)
+    elif (stopped := why_stopped(study)) is not None:
+        if study.n_active == 0:
+            _set_final(session, study, StudyStatus.COMPLETED, stopped, now)
     elif study_timed_out(study, now):
         _end_if_idle(session, study, now)
 
@@ -282,27 +303,61 @@ def _set_final(
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a trial ran: what the lease knows and Optuna does not."""
+    """Where a trial ran and what it used: what the lease knows and Optuna does not."""
 
     worker: str | None
     device: str | None
     mlflow_run_id: str | None
+    compute_s: float | None = None
+    train_examples: int | None = None
 
 
 def trial_placements(session: Session, study_id: int, numbers: list[int]) -> dict[int, Placement]:
-    """Worker, device and MLflow run of the latest lease of each trial number."""
+    """Worker, device, MLflow run and usage of the latest lease of each trial number."""
     rows = session.execute(
-        select(Lease.trial_number, Lease.worker_id, Lease.device, Lease.mlflow_run_id)
+        select(
+            Lease.trial_number,
+            Lease.worker_id,
+            Lease.device,
+            Lease.mlflow_run_id,
+            Lease.compute_s,
+            Lease.train_examples,
+        )
         .where(Lease.study_id == study_id, Lease.trial_number.in_(numbers))
         .order_by(Lease.id)
     ).all()
-    return {row[0]: Placement(row[1], row[2], row[3]) for row in rows if row[0] is not None}
+    return {row[0]: Placement(*row[1:]) for row in rows if row[0] is not None}
+
+
+def compute_saved_s(session: Session, study_id: int) -> float | None:
+    """Device-seconds pruning saved: per pruned trial, a completed trial's mean minus its own.
+
+    None until a trial has completed (there is nothing to compare with).
+    """
+    query = (
+        select(Lease.outcome, func.avg(Lease.compute_s), func.sum(Lease.compute_s), func.count())
+        .where(
+            Lease.study_id == study_id,
+            Lease.state == LeaseState.FINISHED,
+            Lease.outcome.in_(["COMPLETE", "PRUNED"]),
+            Lease.compute_s.is_not(None),
+        )
+        .group_by(Lease.outcome)
+    )
+    stats = {outcome: (avg, total, count) for outcome, avg, total, count in session.execute(query)}
+    if "COMPLETE" not in stats:
+        return None
+    mean_complete = float(stats["COMPLETE"][0])
+    if "PRUNED" not in stats:
+        return 0.0
+    _, pruned_total, pruned_count = stats["PRUNED"]
+    return max(0.0, mean_complete * int(pruned_count) - float(pruned_total))
 
 
 def pending_work(session: Session, studies: list[str] | None = None) -> bool:
     """True while some claimable study still has trials to run (now or later)."""
     query = select(Study.id).where(
-        Study.status.in_(list(CLAIMABLE)), Study.n_finished < Study.n_trials
+        Study.status.in_(list(CLAIMABLE)), Study.n_finished < Study.n_trials, may_start_trials()
     )
     if studies:
         query = query.where(Study.name.in_(studies))

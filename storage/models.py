@@ -11,7 +11,18 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -76,6 +87,17 @@ class Study(Base):
     n_finished: Mapped[int] = mapped_column(Integer, default=0)
     n_lost: Mapped[int] = mapped_column(Integer, default=0)
     n_claims: Mapped[int] = mapped_column(Integer, default=0)
+    # Compute budgets: device-seconds of training and training examples, summed
+    # over every trial that ran (counted or not: the device time was spent).
+    compute_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    train_examples: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    max_compute_s: Mapped[float | None] = mapped_column(Float)
+    max_train_examples: Mapped[int | None] = mapped_column(BigInteger)
+    # Study-level stopping: the best value so far, n_finished when it last
+    # improved, and why no new trial starts (the study completes once idle).
+    best_value: Mapped[float | None] = mapped_column(Float)
+    best_at_finished: Mapped[int | None] = mapped_column(Integer)
+    stop_reason: Mapped[str | None] = mapped_column(Text)
     optuna_study_id: Mapped[int | None] = mapped_column(Integer)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
@@ -112,6 +134,9 @@ class Lease(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     retry_of: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # What the trial has used so far (heartbeats) and in the end (settlement).
+    compute_s: Mapped[float | None] = mapped_column(Float)
+    train_examples: Mapped[int | None] = mapped_column(BigInteger)
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]

@@ -33,6 +33,7 @@ from storage.optuna_store import (
     ATTR_SEED,
 )
 from storage.orphans import ActiveLease, fail_orphan, fail_trial, find_orphans
+from storage.stopping import Usage, add_usage, record_value
 
 logger = logging.getLogger(__name__)
 # Ended studies are still checked for orphans for a while (a worker that died
@@ -106,6 +107,8 @@ class Reaper:
         if study is None or lease is None or not _still_stale(lease, now, self.grace_s):
             return None
         action = self._settle(session, study, lease, now)
+        # What the trial used up to its last heartbeat was spent all the same.
+        add_usage(study, Usage(lease.compute_s or 0.0, lease.train_examples or 0))
         study.n_active -= 1
         update_status(session, study, now, self.fail_fast_trials)
         record_event(
@@ -155,6 +158,8 @@ class Reaper:
             lease.state = LeaseState.FINISHED
             lease.outcome = trial.state.name
             study.n_finished += 1
+            single = trial.state == TrialState.COMPLETE and len(trial.values or []) == 1
+            record_value(study, trial.values[0] if single else None, trial.number)
             return "counted"
         lease.fail_reason = "lost"
         lease.error = message
@@ -167,6 +172,7 @@ class Reaper:
             return "retried"
         lease.state = LeaseState.FINISHED
         study.n_finished += 1
+        record_value(study, None, trial.number)
         return "failed"
 
     def _fail_orphans(self, session: Session, study: Study) -> int:

@@ -26,6 +26,8 @@ MAX_TRIALS = 100_000
 MAX_CONCURRENT = 1_024
 MAX_STUDY_TIMEOUT_S = 90 * 24 * 3600
 MAX_TRIAL_TIMEOUT_S = 14 * 24 * 3600
+MAX_COMPUTE_S = 10 * 365 * 24 * 3600.0
+MAX_TRAIN_EXAMPLES = 10**15
 # Optuna stores parameter values as floats: integers beyond 2**53 would change.
 MAX_INT_PARAM = 2**53
 MAX_SEARCH_SPACE = 1000
@@ -126,12 +128,63 @@ class PrunerSpec(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class StopWhenSpec(StrictModel):
+    """Study-level stopping: the study completes once either condition holds."""
+
+    target: float | None = Field(
+        default=None, description="stop once a trial reaches this objective value"
+    )
+    no_improvement_trials: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TRIALS,
+        description="stop after this many finished trials without a better value",
+    )
+    min_delta: float = Field(
+        default=0.0, ge=0, description="how much better a value must be to count as better"
+    )
+
+    @model_validator(mode="after")
+    def _one_condition_at_least(self) -> StopWhenSpec:
+        if self.target is None and self.no_improvement_trials is None:
+            raise ValueError("give target, no_improvement_trials or both")
+        return self
+
+
 class BudgetSpec(StrictModel):
     n_trials: int = Field(default=20, ge=1, le=MAX_TRIALS)
     max_concurrent_trials: int = Field(default=1, ge=1, le=MAX_CONCURRENT)
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_STUDY_TIMEOUT_S)
     trial_timeout_s: float | None = Field(default=None, gt=0, le=MAX_TRIAL_TIMEOUT_S)
     max_retries: int = Field(default=2, ge=0, le=10)
+    max_compute_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_COMPUTE_S,
+        description="device-seconds of training summed over trials; no trial starts after",
+    )
+    max_train_examples: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TRAIN_EXAMPLES,
+        description="training examples seen summed over trials; no trial starts after",
+    )
+    stop_when: StopWhenSpec | None = None
+
+    @model_validator(mode="after")
+    def _trials_unbounded_under_a_compute_budget(self) -> BudgetSpec:
+        # A compute budget alone bounds the study: n_trials then only caps it.
+        bounded = self.max_compute_s is not None or self.max_train_examples is not None
+        if bounded and "n_trials" not in self.model_fields_set:
+            self.n_trials = MAX_TRIALS
+        return self
+
+
+class WarmStartSpec(StrictModel):
+    """Start from the best configurations of an earlier study of the same task."""
+
+    from_study: str = Field(pattern=NAME_PATTERN)
+    top_k: int = Field(default=5, ge=1, le=100)
 
 
 class StudySpec(StrictModel):
@@ -146,6 +199,7 @@ class StudySpec(StrictModel):
     pruner: PrunerSpec | None = None
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     priority: int = Field(default=0, ge=-1000, le=1000)
+    warm_start: WarmStartSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -20,12 +20,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from storage.budget import update_status
 from storage.errors import ConflictError, ErrorDetail, InvalidRequestError, NotFoundError
 from storage.events import notify_claimable, record_event
 from storage.models import CLAIMABLE, TERMINAL, Study, StudyStatus, utcnow
 from storage.optuna_store import ATTR_ENQUEUED_BY, create_optuna_study
 from storage.search_space import to_distributions
 from storage.spec import NAME_PATTERN, StudySpec
+from storage.warm_start import enqueue_warm_start, plan_warm_start
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +86,11 @@ def create_study(
 
     Raises:
         ConflictError: the name is taken (here or in Optuna's storage).
+        InvalidSpecError: ``warm_start`` names no usable study.
     """
     if session.scalar(select(Study.id).where(Study.name == spec.name)) is not None:
         raise ConflictError(f"a study named {spec.name!r} already exists")
+    warm = plan_warm_start(session, optuna_storage, spec)
     study = Study(
         name=spec.name,
         status=StudyStatus.QUEUED,
@@ -94,6 +98,8 @@ def create_study(
         priority=spec.priority,
         n_trials=spec.budget.n_trials,
         max_concurrent_trials=spec.budget.max_concurrent_trials,
+        max_compute_s=spec.budget.max_compute_s,
+        max_train_examples=spec.budget.max_train_examples,
         n_active=0,
         n_finished=0,
         n_lost=0,
@@ -112,7 +118,15 @@ def create_study(
             f"Optuna's storage already holds a study named {spec.name!r}; "
             "delete it there or choose another name"
         ) from None
-    record_event(session, "created", spec.name, actor, n_trials=spec.budget.n_trials)
+    enqueue_warm_start(optuna_storage, study.optuna_study_id, warm, actor)
+    record_event(
+        session,
+        "created",
+        spec.name,
+        actor,
+        n_trials=spec.budget.n_trials,
+        warm_start=[item.source for item in warm],
+    )
     notify_claimable(session)
     return study
 
@@ -136,6 +150,8 @@ def transition_study(session: Session, name: str, action: str, actor: str | None
         study.status_reason = f"cancelled by {actor or 'a user'}"
     record_event(session, action, name, actor, previous=previous, status=study.status)
     if action == "resume":
+        # A study whose budget ran out while paused completes now rather than idle forever.
+        update_status(session, study, utcnow(), None)
         notify_claimable(session)
     return study
 

@@ -60,6 +60,7 @@ def resolve_spec(spec: StudySpec, policy: ValidationPolicy) -> StudySpec:
             errors += _check_against_task(spec, declaration, policy)
     elif not spec.objective_list and not errors:
         errors.append(ErrorDetail(("objective",), "a custom task needs an objective"))
+    errors += _check_stopping(spec)
     if spec.pruner is None:
         name = "none" if spec.is_multi_objective else "median"
         spec = spec.model_copy(update={"pruner": PrunerSpec(name=name)})
@@ -70,6 +71,17 @@ def resolve_spec(spec: StudySpec, policy: ValidationPolicy) -> StudySpec:
     if errors:
         raise InvalidSpecError("invalid study spec", errors)
     return spec
+
+
+def _check_stopping(spec: StudySpec) -> list[ErrorDetail]:
+    errors = []
+    if spec.budget.stop_when is not None and spec.is_multi_objective:
+        errors.append(
+            ErrorDetail(("budget", "stop_when"), "study-level stopping needs a single objective")
+        )
+    if spec.warm_start is not None and spec.warm_start.from_study == spec.name:
+        errors.append(ErrorDetail(("warm_start", "from_study"), "name another study to start from"))
+    return errors
 
 
 def _check_task_name(

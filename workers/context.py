@@ -59,6 +59,8 @@ class TrialContext:
     # Checked before the final model is written (a worker whose trial was
     # taken over must not overwrite the retry's files).
     save_checks: list[Callable[[], None]] = field(default_factory=list)
+    # Training examples seen so far (compute budgets, compute saved by pruning).
+    train_examples: int = 0
     _last_step: int = -1
     _final_reported: bool = False
 
@@ -116,6 +118,10 @@ class TrialContext:
             return False
         with self.critical():
             return bool(self.db_call(self.trial.should_prune))
+
+    def count_examples(self, n: int) -> None:
+        """Add ``n`` training examples seen (``budget.max_train_examples`` counts them)."""
+        self.train_examples += int(n)
 
     def set_info(self, **facts: Any) -> None:
         """Record facts that make the trial reproducible (dataset fingerprint...)."""

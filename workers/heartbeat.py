@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from storage.budget import heartbeat_lease
 from storage.db import Database
 from storage.models import StudyStatus
+from storage.stopping import Usage
 from storage.workers import heartbeat_worker
 from workers.interrupt import Interrupter
 
@@ -20,6 +22,7 @@ class CurrentTrial:
     lease_id: int
     study_name: str
     trial_number: int | None = None
+    usage: Callable[[], Usage] | None = None  # what the trial has used so far
 
 
 class Heartbeat(threading.Thread):
@@ -55,7 +58,8 @@ class Heartbeat(threading.Thread):
             ours, status = True, None
             with self.db.session_scope() as session:
                 if current is not None:
-                    ours, status = heartbeat_lease(session, current.lease_id, self.worker_id)
+                    usage = current.usage() if current.usage is not None else None
+                    ours, status = heartbeat_lease(session, current.lease_id, self.worker_id, usage)
                 heartbeat_worker(
                     session,
                     self.worker_id,

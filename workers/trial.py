@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -35,6 +36,7 @@ from storage.orphans import fail_orphan
 from storage.reaper import enqueue_retry
 from storage.search_space import to_distributions
 from storage.spec import StudySpec
+from storage.stopping import Usage
 from storage.tasks import get_declaration
 from workers.context import TrialContext
 from workers.heartbeat import CurrentTrial
@@ -64,14 +66,22 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
         return None
     log = logging.LoggerAdapter(logger, {"study": claim.study_name, "trial": trial.number})
     ctx = _context(env, spec, trial, claim)
-    env.heartbeat.current = CurrentTrial(claim.lease_id, claim.study_name, trial.number)
+    started = time.monotonic()
+
+    def usage() -> Usage:
+        # One device per slot: the task's wall time is its device time.
+        return Usage(time.monotonic() - started, ctx.train_examples)
+
+    env.heartbeat.current = CurrentTrial(claim.lease_id, claim.study_name, trial.number, usage)
     log.info("trial %d of %s started on %s", trial.number, claim.study_name, env.device_label)
     try:
         with _trial_timer(env, spec):
             result = run_task(lambda: _task_function(env, spec)(ctx), ctx.objective_metrics)
     finally:
         env.heartbeat.current = None
-    result = _settle(env, claim, spec, trial, result)
+    used = usage()
+    ctx.set_info(compute_s=round(used.compute_s, 3), train_examples=used.train_examples)
+    result = _settle(env, claim, spec, trial, result, usage=used)
     log.info(
         "trial %d of %s: %s%s",
         trial.number,
@@ -201,7 +211,13 @@ def _trial_timer(env: SlotEnv, spec: StudySpec) -> Iterator[None]:
 
 
 def _settle(
-    env: SlotEnv, claim: Claim, spec: StudySpec, trial: optuna.Trial, result: TrialResult
+    env: SlotEnv,
+    claim: Claim,
+    spec: StudySpec,
+    trial: optuna.Trial,
+    result: TrialResult,
+    *,
+    usage: Usage,
 ) -> TrialResult:
     """Tell Optuna and settle the lease, retrying while a database is unavailable.
 
@@ -234,6 +250,8 @@ def _settle(
                 outcome=result.outcome,
                 final_state=told,
                 fail_fast_trials=env.settings.fail_fast_trials,
+                usage=usage,
+                value=result.values[0] if result.values and len(result.values) == 1 else None,
             )
 
     if env.retrying(finish):

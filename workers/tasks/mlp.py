@@ -160,6 +160,7 @@ def run(ctx: TrialContext) -> dict[str, float]:
         order = torch.randperm(len(data.x_train), generator=generator)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
+            ctx.count_examples(len(index))
             loss = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -196,6 +196,7 @@ def _optimizer_step(session: _Session, micro_batches: list[list[int]]) -> float:
     session.model.train()
     total = torch.zeros((), device=device)
     for indices in micro_batches:
+        session.ctx.count_examples(len(indices))
         batch = {
             k: v.to(device, non_blocking=True) for k, v in session.job.collate(indices).items()
         }
