@@ -19,6 +19,7 @@ from optuna.samplers import BaseSampler
 from pydantic import TypeAdapter, ValidationError
 
 from storage.errors import ErrorDetail
+from storage.pruners import CalibratedPruner
 from storage.search_space import MAX_GRID_POINTS, grid_points, grid_size, grid_values
 from storage.spec import PrunerSpec, SamplerSpec, StudySpec
 
@@ -38,10 +39,13 @@ PRUNERS: dict[str, Callable[..., BasePruner]] = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "wilcoxon": optuna.pruners.WilcoxonPruner,
     "patient": optuna.pruners.PatientPruner,
+    "calibrated": CalibratedPruner,
     "none": optuna.pruners.NopPruner,
 }
+# Pruners that wrap another, given in ``options.wrapped``.
+_WRAPPERS = {"patient", "calibrated"}
 # Constructor arguments that the spec sets itself or that take Python objects.
-_RESERVED = {"self", "seed", "search_space", "wrapped_pruner"}
+_RESERVED = {"self", "seed", "search_space", "wrapped_pruner", "wrapped"}
 _JSON_TYPES = (bool, int, float, str, type(None), list, dict)
 # Samplers whose sequence must be shared by every worker (one seed for all).
 _SHARED_SEED = {"qmc"}
@@ -133,14 +137,14 @@ def build_sampler(spec: StudySpec, stream: int | None = None) -> BaseSampler:
 
 
 def build_pruner(spec: PrunerSpec | None) -> BasePruner:
-    """The pruner of ``spec`` (``patient`` wraps a pruner given in ``options.wrapped``)."""
+    """The pruner of ``spec`` (``patient`` and ``calibrated`` wrap ``options.wrapped``)."""
     if spec is None:
         return optuna.pruners.NopPruner()
     options = dict(spec.options)
-    if spec.name == "patient":
+    if spec.name in _WRAPPERS:
         wrapped = options.pop("wrapped", None)
         inner = build_pruner(PrunerSpec.model_validate(wrapped)) if wrapped else None
-        return optuna.pruners.PatientPruner(inner, **options)
+        return PRUNERS[spec.name](inner, **options)
     return PRUNERS[spec.name](**options)
 
 
@@ -189,9 +193,9 @@ def check_pruner(spec: StudySpec) -> list[ErrorDetail]:
     if spec.is_multi_objective and pruner.name != "none":
         return [ErrorDetail(("pruner", "name"), "pruning needs a single objective; use 'none'")]
     loc = ("pruner", "options")
-    extra = frozenset({"wrapped"}) if pruner.name == "patient" else frozenset()
+    extra = frozenset({"wrapped"}) if pruner.name in _WRAPPERS else frozenset()
     errors = _check_options(pruner.options, PRUNERS[pruner.name], loc, extra)
-    if pruner.name == "patient" and not errors and "wrapped" in pruner.options:
+    if pruner.name in _WRAPPERS and not errors and "wrapped" in pruner.options:
         errors = _check_wrapped(pruner.options["wrapped"])
     if errors:
         return errors
@@ -215,8 +219,8 @@ def _check_wrapped(wrapped: object) -> list[ErrorDetail]:
         inner = PrunerSpec.model_validate(wrapped)
     except ValueError as exc:
         return [ErrorDetail(loc, f"not a pruner spec: {exc}".splitlines()[0])]
-    if inner.name == "patient":
-        return [ErrorDetail((*loc, "name"), "a patient pruner cannot wrap another patient pruner")]
+    if inner.name in _WRAPPERS:
+        return [ErrorDetail((*loc, "name"), f"{inner.name!r} cannot be wrapped in another pruner")]
     return _check_options(inner.options, PRUNERS[inner.name], (*loc, "options"))
 
 

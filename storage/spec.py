@@ -114,7 +114,9 @@ class ObjectiveSpec(StrictModel):
 
 
 SamplerName = Literal["tpe", "random", "gp", "cmaes", "nsga2", "qmc", "grid"]
-PrunerName = Literal["median", "percentile", "sha", "hyperband", "wilcoxon", "patient", "none"]
+PrunerName = Literal[
+    "median", "percentile", "sha", "hyperband", "wilcoxon", "patient", "calibrated", "none"
+]
 
 
 class SamplerSpec(StrictModel):
