@@ -73,6 +73,9 @@ def study_panel(study: dict[str, Any]) -> Group:
         f"{budget['active']} running (max {budget['max_concurrent_trials']}), "
         f"{budget['lost']} lost and retried",
     )
+    lines.add_row("compute", compute_line(budget))
+    if budget.get("stop_reason") and study["status"] not in ("completed", "failed", "cancelled"):
+        lines.add_row("stopping", f"{budget['stop_reason']}: no new trials; running ones finish")
     counts = study.get("counts") or {}
     lines.add_row("trials", "  ".join(f"{k} {v}" for k, v in counts.items()))
     best = study.get("best")
@@ -82,6 +85,19 @@ def study_panel(study: dict[str, Any]) -> Group:
         if link:
             lines.add_row(name, link)
     return Group(lines)
+
+
+def compute_line(budget: dict[str, Any]) -> str:
+    """Device-seconds and examples used, against their budgets, and what pruning saved."""
+    used = f"{fmt(budget.get('compute_s', 0.0))} device-s"
+    if budget.get("max_compute_s") is not None:
+        used += f" of {fmt(budget['max_compute_s'])}"
+    used += f", {budget.get('train_examples', 0)} examples"
+    if budget.get("max_train_examples") is not None:
+        used += f" of {budget['max_train_examples']}"
+    if budget.get("compute_saved_s"):
+        used += f", pruning saved {fmt(budget['compute_saved_s'])} device-s"
+    return used
 
 
 def progress_line(study: dict[str, Any]) -> str:

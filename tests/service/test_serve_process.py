@@ -28,7 +28,9 @@ def test_serve_process_and_cli(tmp_path: Path, pg_urls: tuple[str, str]) -> None
         }
     )
     spec = tmp_path / "spec.yaml"
-    spec.write_text("name: cli-study\ntask: {name: mlp-classifier}\nbudget: {n_trials: 3}\n")
+    spec.write_text(
+        "name: cli-study\ntask: {name: mlp-classifier}\nbudget: {n_trials: 3, max_compute_s: 600}\n"
+    )
     with background(["serve", "--port", str(port)], env, tmp_path / "serve.log") as proc:
         wait_http(f"http://127.0.0.1:{port}/api/v1/healthz", proc=proc)
         anonymous = httpx.get(f"http://127.0.0.1:{port}/api/v1/studies")
@@ -46,6 +48,7 @@ def test_serve_process_and_cli(tmp_path: Path, pg_urls: tuple[str, str]) -> None
         assert "cli-study" in run_hpo(["ls"], env).stdout
         shown = run_hpo(["show", "cli-study"], env)
         assert shown.returncode == 0 and "0/3 finished" in shown.stdout
+        assert "0 device-s of 600, 0 examples" in shown.stdout
         assert "paused" in run_hpo(["pause", "cli-study"], env).stdout
         again = run_hpo(["pause", "cli-study"], env)
         assert again.returncode == 1 and "cannot pause a study that is paused" in again.stderr
