@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import selectinload
 
 from storage.db import ensure_sqlite_dir, is_sqlite
+from storage.pools import PoolLimits
 from storage.spec import StudySpec
 
 ATTR_RETRY_OF = "hpo.retry_of"
@@ -50,12 +51,17 @@ _TRIAL_RELATIONS = (
 )
 
 
-def open_optuna_storage(url: str, *, create_tables: bool = False) -> RDBStorage:
+def open_optuna_storage(
+    url: str, *, create_tables: bool = False, pool: PoolLimits | None = None
+) -> RDBStorage:
     """An Optuna RDB storage; tables are created only when ``create_tables``.
 
     Fresh workers must not race to create Optuna's schema (``hpo db upgrade`` does).
+    ``pool`` bounds its connections (SQLAlchemy's default is up to 15).
     """
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if pool is not None:
+        kwargs.update(pool.engine_kwargs(url))
     if is_sqlite(url):
         ensure_sqlite_dir(url)
         kwargs = {"connect_args": {"timeout": 60}}

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".hpo")
     database_url: str = ""
     optuna_storage: str = ""
+    # Where idle workers LISTEN for new work: Postgres itself, never a PgBouncer
+    # in transaction mode (it does not pass notifications on). Default: database_url.
+    listen_database_url: str = ""
+    listen_enabled: bool = True
     mlflow_tracking_uri: str = ""
     mlflow_ui_url: str = ""
     dashboard_url: str = ""
@@ -94,6 +98,9 @@ class Settings(BaseSettings):
         self.database_url = normalize_database_url(self.database_url)
         self.optuna_storage = normalize_database_url(self.optuna_storage)
         self.mlflow_tracking_uri = normalize_database_url(self.mlflow_tracking_uri)
+        self.listen_database_url = normalize_database_url(
+            self.listen_database_url or self.database_url
+        )
         return self
 
     @property

@@ -35,7 +35,7 @@ class SlotRunner:
         self.tracker = self._tracker() if settings.mlflow_enabled else None
         # After tracking's hook: a best model it just queued for MLflow is protected.
         TrialDirs(self.env).install()
-        self.wakeup = Wakeup(settings.database_url)
+        self.wakeup = Wakeup.for_slot(settings, options.wakeup_fd)
         self.stopping = threading.Event()
         self._grace_timer: threading.Timer | None = None
         self.trials_run = 0

@@ -20,6 +20,7 @@ def parse_args(argv: list[str]) -> SlotOptions:
     parser.add_argument("--study", action="append", default=[])
     parser.add_argument("--max-trials", type=int, default=None)
     parser.add_argument("--exit-when-idle", action="store_true")
+    parser.add_argument("--wakeup-fd", type=int, default=None)
     args = parser.parse_args(argv)
     return SlotOptions(
         device=args.device,
@@ -28,6 +29,7 @@ def parse_args(argv: list[str]) -> SlotOptions:
         studies=args.study,
         max_trials=args.max_trials,
         exit_when_idle=args.exit_when_idle,
+        wakeup_fd=args.wakeup_fd,
     )
 
 

@@ -17,6 +17,7 @@ from optuna.storages import RDBStorage
 from storage.db import Database
 from storage.optimizers import build_pruner, build_sampler
 from storage.optuna_store import open_optuna_storage
+from storage.pools import SLOT_OPTUNA, SLOT_SERVICE
 from storage.settings import Settings
 from storage.spec import StudySpec
 from workers.heartbeat import Heartbeat
@@ -42,6 +43,7 @@ class SlotOptions:
     studies: list[str] = field(default_factory=list)
     max_trials: int | None = None
     exit_when_idle: bool = False
+    wakeup_fd: int | None = None  # the supervisor's wake-up pipe (see workers/wakeup.py)
 
 
 def new_worker_id(device_label: str, slot: int) -> str:
@@ -55,8 +57,12 @@ class SlotEnv:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.settings = settings
         self.options = options
-        self.db = Database(settings.database_url)
-        self.optuna_storage: RDBStorage = open_optuna_storage(settings.optuna_storage)
+        self.db = Database(
+            settings.database_url, **SLOT_SERVICE.engine_kwargs(settings.database_url)
+        )
+        self.optuna_storage: RDBStorage = open_optuna_storage(
+            settings.optuna_storage, pool=SLOT_OPTUNA
+        )
         self.worker_id = new_worker_id(options.device_label, options.slot)
         self.interrupter = Interrupter()
         self.heartbeat = Heartbeat(

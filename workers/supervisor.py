@@ -17,8 +17,10 @@ from types import FrameType
 
 from storage.db import Database
 from storage.optuna_store import open_optuna_storage
+from storage.pools import SUPERVISOR_OPTUNA, SUPERVISOR_SERVICE
 from storage.reaper import Reaper
 from storage.settings import Settings
+from workers.wakeup import WakeupRelay
 
 logger = logging.getLogger(__name__)
 MAX_RESTART_DELAY_S = 30.0
@@ -44,6 +46,7 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     done: bool = False
+    wakeup_fd: int | None = None  # read end of its pipe from the wake-up relay
 
 
 def cuda_device_count() -> int:
@@ -143,6 +146,12 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         self.children = [Child(d, s) for d in self.devices for s in range(self.per_device)]
+        # One LISTEN connection for all slots instead of one each.
+        relay = WakeupRelay.for_settings(self.settings)
+        if relay is not None:
+            for child in self.children:
+                child.wakeup_fd = relay.add_slot()
+            relay.start()
         reaper = self._reaper()
         summaries = (
             StudySummaries(self.settings, reaper.db) if self.settings.mlflow_enabled else None
@@ -161,6 +170,8 @@ class Supervisor:
                 next_summary = now + SUMMARY_INTERVAL_S
             time.sleep(0.2)
         self._stop_children()
+        if relay is not None:
+            relay.close()
         if summaries is not None:
             summaries.queue_sweeps()
             summaries.queue_ended()
@@ -170,8 +181,11 @@ class Supervisor:
 
     def _reaper(self) -> Reaper:
         return Reaper(
-            Database(self.settings.database_url),
-            open_optuna_storage(self.settings.optuna_storage),
+            Database(
+                self.settings.database_url,
+                **SUPERVISOR_SERVICE.engine_kwargs(self.settings.database_url),
+            ),
+            open_optuna_storage(self.settings.optuna_storage, pool=SUPERVISOR_OPTUNA),
             self.settings.heartbeat_grace_s,
             self.settings.fail_fast_trials,
         )
@@ -222,7 +236,11 @@ class Supervisor:
             args += ["--max-trials", str(self.max_trials)]
         if self.exit_when_idle:
             args.append("--exit-when-idle")
-        return subprocess.Popen(args, env=self._child_env(child))
+        inherited: tuple[int, ...] = ()
+        if child.wakeup_fd is not None:
+            args += ["--wakeup-fd", str(child.wakeup_fd)]
+            inherited = (child.wakeup_fd,)
+        return subprocess.Popen(args, env=self._child_env(child), pass_fds=inherited)
 
     def _child_env(self, child: Child) -> dict[str, str]:
         env = dict(os.environ)
