@@ -17,13 +17,18 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 "$PY" -m pip install --quiet -e ".[dev]"
 
-# docker-compose validates the compose files without an engine (tests/deploy).
-if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = "0" ] \
-    && command -v apt-get >/dev/null 2>&1; then
-    apt-get install -y -qq docker-compose >/dev/null 2>&1 \
-        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq docker-compose >/dev/null 2>&1; } \
-        || echo "warning: could not install docker-compose" >&2
-fi
+# docker-compose validates the compose files without an engine (tests/deploy);
+# pgbouncer runs in front of the test Postgres (tests/workers/test_connections.py).
+apt_install() {  # apt_install COMMAND PACKAGE
+    if ! command -v "$1" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$1" ] && [ "$(id -u)" = "0" ] \
+        && command -v apt-get >/dev/null 2>&1; then
+        apt-get install -y -qq "$2" >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$2" >/dev/null 2>&1; } \
+            || echo "warning: could not install $2" >&2
+    fi
+}
+apt_install docker-compose docker-compose
+apt_install pgbouncer pgbouncer
 
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
