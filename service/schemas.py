@@ -186,6 +186,10 @@ class TaskOut(BaseModel):
     metrics: list[str]
     config_schema: dict[str, Any]
     default_search_space: dict[str, Any]
+    default_search_spaces: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="the default space per kind of model (text tasks: scratch, pretrained)",
+    )
     hyperparameters: dict[str, HyperParameterOut]
 
 

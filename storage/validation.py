@@ -123,7 +123,7 @@ def _resolve_task_defaults(
     task = spec.task.model_copy(update={"config": config.model_dump(mode="json")})
     update: dict[str, Any] = {"task": task}
     if spec.search_space is None:
-        update["search_space"] = declaration.default_search_space()
+        update["search_space"] = declaration.default_search_space(config)
     if not spec.objective_list:
         metric = declaration.default_objective
         update["objective"] = ObjectiveSpec(metric=metric, direction=declaration.metrics[metric])

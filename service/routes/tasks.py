@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from service.deps import ReadDep
 from service.responses import errors_for
 from service.schemas import TaskList
-from storage.tasks import TaskDeclaration, all_declarations
+from storage.tasks import AnyParam, TaskDeclaration, all_declarations
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -20,9 +20,9 @@ def task_view(declaration: TaskDeclaration) -> dict[str, Any]:
         "description": declaration.description,
         "metrics": list(declaration.metrics),
         "config_schema": declaration.config_model.model_json_schema(),
-        "default_search_space": {
-            name: param.model_dump(mode="json", exclude_defaults=True) | {"type": param.type}
-            for name, param in declaration.default_search_space().items()
+        "default_search_space": _space_view(declaration.default_search_space()),
+        "default_search_spaces": {
+            name: _space_view(space) for name, space in declaration.default_search_spaces().items()
         },
         "hyperparameters": {
             name: {
@@ -33,6 +33,13 @@ def task_view(declaration: TaskDeclaration) -> dict[str, Any]:
             }
             for name, h in declaration.hyperparameters.items()
         },
+    }
+
+
+def _space_view(space: dict[str, AnyParam]) -> dict[str, Any]:
+    return {
+        name: param.model_dump(mode="json", exclude_defaults=True) | {"type": param.type}
+        for name, param in space.items()
     }
 
 

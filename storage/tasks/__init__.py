@@ -49,9 +49,23 @@ class TaskDeclaration:
     check: Callable[[BaseModel, dict[str, AnyParam]], list[ErrorDetail]] | None = field(
         default=None, repr=False
     )
+    # Default search spaces that depend on the config (e.g. pretrained vs scratch
+    # models), by a name users see in GET /tasks; the first is the plain default.
+    spaces: dict[str, Callable[[], dict[str, AnyParam]]] = field(default_factory=dict)
+    choose_space: Callable[[BaseModel], str] | None = field(default=None, repr=False)
 
-    def default_search_space(self) -> dict[str, AnyParam]:
+    def default_search_space(self, config: BaseModel | None = None) -> dict[str, AnyParam]:
+        """The space searched when a spec gives none; ``config`` may pick another one."""
+        if self.spaces:
+            chosen = self.choose_space(config) if config is not None and self.choose_space else None
+            return self.spaces[chosen or next(iter(self.spaces))]()
         return {n: h.search for n, h in self.hyperparameters.items() if h.search is not None}
+
+    def default_search_spaces(self) -> dict[str, dict[str, AnyParam]]:
+        """Every default space by name (``default`` when the task has only one)."""
+        if not self.spaces:
+            return {"default": self.default_search_space()}
+        return {name: make() for name, make in self.spaces.items()}
 
     def defaults(self) -> dict[str, Any]:
         return {n: h.default for n, h in self.hyperparameters.items()}

@@ -379,6 +379,25 @@ def test_defaults_are_resolved_from_the_task(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_the_default_space_depends_on_the_model_source(client: TestClient) -> None:
+    pretrained = {"source": "pretrained", "name_or_path": "bert-base-uncased"}
+    spaces = {}
+    for name, model in (("scratch", {"source": "scratch"}), ("pretrained", pretrained)):
+        body = {"name": name, "task": {"name": "text-classification", "config": {"model": model}}}
+        response = client.post("/api/v1/studies", json=body)
+        assert response.status_code == 201, response.text
+        spaces[name] = response.json()["spec"]["search_space"]
+    # A checkpoint fixes the architecture and fine-tunes with small learning rates.
+    assert "num_layers" in spaces["scratch"] and "num_layers" not in spaces["pretrained"]
+    assert spaces["pretrained"]["learning_rate"]["high"] <= 1e-4
+    assert spaces["scratch"]["learning_rate"]["low"] >= 1e-4
+    tasks = {t["name"]: t for t in client.get("/api/v1/tasks").json()["items"]}
+    listed = tasks["text-classification"]["default_search_spaces"]
+    assert listed["pretrained"]["learning_rate"]["high"] == 1e-4
+    assert tasks["text-classification"]["default_search_space"] == listed["scratch"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_nul_characters_are_refused_with_their_path(client: TestClient) -> None:
     spec = _mutated({"search_space.optimizer.choices": ["adam", "s\x00gd"]})
     response = client.post("/api/v1/studies", json=spec)
