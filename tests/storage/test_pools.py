@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import QueuePool
 
 from storage.db import Database
 from storage.optuna_store import open_optuna_storage
@@ -28,6 +29,7 @@ def test_a_slot_pool_opens_at_most_its_limit_and_keeps_one(pg_urls: tuple[str, s
     limits = PoolLimits(SLOT_SERVICE.size, SLOT_SERVICE.overflow)
     database = Database(url, **{**limits.engine_kwargs(url), "pool_timeout": 0.3})
     pool = database.engine.pool
+    assert isinstance(pool, QueuePool)
     try:
         held = [database.engine.connect() for _ in range(limits.most)]
         with pytest.raises(PoolTimeoutError):
@@ -43,7 +45,9 @@ def test_a_slot_pool_opens_at_most_its_limit_and_keeps_one(pg_urls: tuple[str, s
 def test_optuna_storage_of_a_slot_is_bounded(pg_urls: tuple[str, str]) -> None:
     storage = open_optuna_storage(pg_urls[1], pool=SLOT_OPTUNA)
     try:
-        assert storage.engine.pool.size() == SLOT_OPTUNA.size  # type: ignore[attr-defined]
-        assert storage.engine.pool._max_overflow == SLOT_OPTUNA.overflow  # type: ignore[attr-defined]
+        pool = storage.engine.pool
+        assert isinstance(pool, QueuePool)
+        assert pool.size() == SLOT_OPTUNA.size
+        assert pool._max_overflow == SLOT_OPTUNA.overflow
     finally:
         storage.engine.dispose()

@@ -70,7 +70,7 @@ def run_fleet(settings: Settings, tmp_path: Path, direct: tuple[str, str], **env
         wait_for(lambda: probe(probes[0], IDLE_SLOTS) == WORKERS * SLOTS_PER_WORKER, 90, fleet)
         time.sleep(1.0)  # past their first claim: now waiting for a wake-up
         started = time.monotonic()
-        create_study(*(as_probe(url) for url in direct), spec("scale"))
+        create_study(as_probe(direct[0]), as_probe(direct[1]), spec("scale"))
         peak = 0
 
         def completed() -> bool:
@@ -125,7 +125,7 @@ def assert_exact_budget(service_url: str, optuna_url: str, peak_running: int) ->
                 text("SELECT status, n_finished, n_active FROM hpo_studies WHERE name = 'scale'")
             ).one()
         with optuna_engine.connect() as conn:
-            states = dict(
+            states: dict[Any, int] = dict(
                 conn.execute(text("SELECT state, count(*) FROM trials GROUP BY state")).all()
             )
     finally:

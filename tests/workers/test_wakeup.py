@@ -38,7 +38,8 @@ def test_a_byte_in_the_relay_pipe_wakes_the_slot_once(pipe: tuple[int, int]) -> 
     woken, elapsed = timed_wait(wakeup, 5.0)
     assert woken and elapsed < 1.0
     # All of them were one wake-up: the next wait times out.
-    assert timed_wait(wakeup, 0.2) == (False, pytest.approx(0.2, abs=0.15))
+    woken, elapsed = timed_wait(wakeup, 0.2)
+    assert not woken and elapsed >= 0.15
     wakeup.close()
 
 
