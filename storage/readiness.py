@@ -7,6 +7,9 @@ Optuna. These checks turn that into one sentence that says what to do.
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +22,7 @@ from storage.db import create_db_engine, is_sqlite
 from storage.errors import UnavailableError
 from storage.migrate import service_schema_head, service_schema_revision
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 UPGRADE_HINT = "run `hpo db upgrade` (or start `hpo serve`, which migrates)"
 
@@ -95,3 +99,61 @@ def check_databases(database_url: str, optuna_url: str) -> None:
     """Both databases a worker needs: reachable and migrated."""
     check_service_schema(database_url)
     check_optuna_schema(optuna_url)
+
+
+def wait_for_databases(
+    database_url: str,
+    optuna_url: str,
+    timeout_s: float,
+    interval_s: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Block until :func:`check_databases` passes (the migration job has run).
+
+    Raises:
+        DatabaseNotReadyError: still not ready after ``timeout_s`` (the last reason).
+    """
+    deadline = time.monotonic() + timeout_s
+    last_reason = ""
+    while True:
+        try:
+            check_databases(database_url, optuna_url)
+            return
+        except DatabaseNotReadyError as exc:
+            if str(exc) != last_reason:
+                logger.info("waiting: %s", exc)
+                last_reason = str(exc)
+            if time.monotonic() + interval_s > deadline:
+                raise
+        sleep(interval_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m storage.readiness [--timeout S]``: wait until ``HPO_DATABASE_URL`` and
+    ``HPO_OPTUNA_STORAGE`` are reachable and migrated (an init container's command).
+
+    Exits 0 once they are, 1 after the timeout.
+    """
+    import argparse
+
+    from storage.settings import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m storage.readiness")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings()
+    try:
+        wait_for_databases(
+            settings.database_url, settings.optuna_storage, args.timeout, args.interval
+        )
+    except DatabaseNotReadyError as exc:
+        logger.error("not ready after %.0fs: %s", args.timeout, exc)
+        return 1
+    logger.info("both databases are reachable and migrated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
