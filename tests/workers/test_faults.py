@@ -181,3 +181,68 @@ def test_a_study_whose_optuna_study_vanished_is_failed_not_retried(
     if replaced:
         other = optuna.load_study(study_name=name, storage=settings.optuna_storage)
         assert other.trials == []
+
+
+def test_random_sigkills_leave_no_mlflow_run_running(
+    tmp_path: Path, pg_urls: tuple[str, str]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import Fleet
+
+    settings = make_settings(
+        tmp_path / "data",
+        pg_urls,
+        allowed_task_modules="tests",
+        heartbeat_interval_s=0.3,
+        heartbeat_grace_s=2.0,
+        poll_interval_s=0.3,
+        mlflow_enabled=True,
+    )
+    (tmp_path / "logs").mkdir()
+    slots = Slots(settings, tmp_path / "logs")
+    # A supervisor that is never killed: it ends the runs of lost trials (its sweep).
+    sweeper = Fleet(settings, tmp_path / "logs")
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+
+    def runs_left_running(name: str) -> list[str]:
+        deadline = time.monotonic() + 60
+        while True:
+            experiment = client.get_experiment_by_name(name)
+            runs = (
+                client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+                if experiment is not None
+                else []
+            )
+            if experiment is not None and not runs:
+                return []
+            if time.monotonic() > deadline:
+                names = [r.info.run_name for r in runs]
+                return [f"MLflow runs left RUNNING: {names or 'no experiment'}"]
+            time.sleep(1.0)
+
+    try:
+        with TestClient(create_app(settings)) as api:
+            sweeper.start("--study", "tracked")
+            result = run_round(
+                api,
+                slots,
+                settings.optuna_storage,
+                name="tracked",
+                rng=random.Random(5),
+                n_trials=8,
+                max_kills=6,
+                extra_check=runs_left_running,
+            )
+    finally:
+        slots.stop_all()
+        sweeper.stop_all()
+    assert result.kills == 6
+    assert result.violations == [], slots.logs()[-3000:]
+    trial_runs = client.search_runs(
+        [client.get_experiment_by_name("tracked").experiment_id], "tags.`hpo.kind` = 'trial'"
+    )
+    assert len(trial_runs) >= 8
+    if result.lost:  # the runs of killed trials ended as their leases did
+        lost = [r for r in trial_runs if r.data.tags.get("hpo.fail_reason") == "lost"]
+        assert lost and all(r.info.status == "FAILED" for r in lost)
