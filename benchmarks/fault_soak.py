@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 
 from benchmarks.pg import add_server_argument, migrated_databases
 from service.app import create_app
-from tests.conftest import make_settings
-from tests.workers.faults import Slots, run_round
+from tests.conftest import Fleet, make_settings
+from tests.workers.faults import Slots, mlflow_runs_left_running, run_round
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=8, help="kills per round")
     parser.add_argument("--trials", type=int, default=10, help="n_trials per round")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="track in MLflow (a local store) and check that no run stays RUNNING",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rng = random.Random(args.seed)
@@ -50,11 +55,17 @@ def main(argv: list[str] | None = None) -> int:
             heartbeat_interval_s=0.3,
             heartbeat_grace_s=2.0,
             poll_interval_s=0.3,
+            mlflow_enabled=args.mlflow,
         )
         logs = Path(scratch) / "logs"
         logs.mkdir()
         slots = Slots(settings, logs)
+        # With MLflow, a supervisor that is never killed sweeps the runs of lost trials.
+        sweeper = Fleet(settings, logs)
+        check = mlflow_runs_left_running(settings.mlflow_tracking_uri) if args.mlflow else None
         with TestClient(create_app(settings)) as api:
+            if args.mlflow:
+                sweeper.start()
             for index in range(args.rounds):
                 result = run_round(
                     api,
@@ -64,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                     rng=rng,
                     n_trials=args.trials,
                     max_kills=args.kills,
+                    extra_check=check,
                 )
                 totals["rounds"] += 1
                 totals["kills"] += result.kills
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         slots.stop_all()
+        sweeper.stop_all()
     print(
         f"total: {totals['rounds']} rounds, {totals['kills']} kills, {totals['trials']} Optuna "
         f"trials ({totals['lost']} lost and retried, {totals['orphaned']} orphaned), "

@@ -209,6 +209,31 @@ def _counted_twice(trials: list[dict[str, Any]], counted: list[dict[str, Any]]) 
     return [f"configurations counted more than once: {twice}"] if twice else []
 
 
+def mlflow_runs_left_running(tracking_uri: str, wait_s: float = 60) -> Callable[[str], list[str]]:
+    """A round check: no MLflow run of the study stays RUNNING (the sweep ends lost ones)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+
+    def check(name: str) -> list[str]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            experiment = client.get_experiment_by_name(name)
+            runs = []
+            if experiment is not None:
+                runs = client.search_runs(
+                    [experiment.experiment_id], "attributes.status = 'RUNNING'"
+                )
+                if not runs:
+                    return []
+            if time.monotonic() > deadline:
+                names = [r.info.run_name for r in runs] or "no experiment"
+                return [f"MLflow runs left RUNNING: {names}"]
+            time.sleep(1.0)
+
+    return check
+
+
 @dataclass
 class RoundResult:
     kills: int

@@ -25,7 +25,14 @@ from storage.db import Database
 from storage.models import Study
 from storage.settings import Settings
 from tests.conftest import make_settings
-from tests.workers.faults import RunningSampler, Slots, run_round, trials_of, violations
+from tests.workers.faults import (
+    RunningSampler,
+    Slots,
+    mlflow_runs_left_running,
+    run_round,
+    trials_of,
+    violations,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -204,23 +211,6 @@ def test_random_sigkills_leave_no_mlflow_run_running(
     # A supervisor that is never killed: it ends the runs of lost trials (its sweep).
     sweeper = Fleet(settings, tmp_path / "logs")
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-
-    def runs_left_running(name: str) -> list[str]:
-        deadline = time.monotonic() + 60
-        while True:
-            experiment = client.get_experiment_by_name(name)
-            runs = (
-                client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
-                if experiment is not None
-                else []
-            )
-            if experiment is not None and not runs:
-                return []
-            if time.monotonic() > deadline:
-                names = [r.info.run_name for r in runs]
-                return [f"MLflow runs left RUNNING: {names or 'no experiment'}"]
-            time.sleep(1.0)
-
     try:
         with TestClient(create_app(settings)) as api:
             sweeper.start("--study", "tracked")
@@ -232,7 +222,7 @@ def test_random_sigkills_leave_no_mlflow_run_running(
                 rng=random.Random(5),
                 n_trials=8,
                 max_kills=6,
-                extra_check=runs_left_running,
+                extra_check=mlflow_runs_left_running(settings.mlflow_tracking_uri),
             )
     finally:
         slots.stop_all()
