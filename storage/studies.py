@@ -246,13 +246,3 @@ def _param_problem(key: str, value: Any, distributions: dict[str, BaseDistributi
     if isinstance(value, bool) and not isinstance(distribution, CategoricalDistribution):
         ok = False
     return "" if ok else f"{value!r} is outside the search space of {key}"
-
-
-def studies_to_summarize(session: Session) -> list[str]:
-    """Ended studies whose MLflow parent run has not been summarized yet."""
-    query = select(Study.name).where(
-        Study.status.in_([s.value for s in TERMINAL]),
-        Study.mlflow_run_id.is_not(None),
-        Study.mlflow_summarized_at.is_(None),
-    )
-    return list(session.scalars(query.limit(50)).all())
