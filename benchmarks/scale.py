@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from benchmarks.pg import add_server_argument, create_study, migrated_databases
 from storage.pools import worker_connections
+from storage.settings import normalize_database_url
 from storage.spec import StudySpec
 from storage.validation import ValidationPolicy, validate_spec
 from tests.pgbouncer import PROBE_APPLICATION, PgBouncer, ServerConnections
@@ -56,6 +57,7 @@ class Result:
     claim_p99_ms: float
     peak_running: int
     max_concurrent: int
+    transactions_per_trial: float
 
 
 def as_probe(url: str) -> str:
@@ -175,6 +177,17 @@ def claim_latencies_ms(service_url: str, optuna_url: str) -> list[float]:
     return sorted(latencies)
 
 
+def commits(server: str, names: list[str]) -> int:
+    """Transactions committed so far in ``names`` (pg_stat_database), all clients."""
+    engine = create_engine(as_probe(normalize_database_url(server)))
+    try:
+        with engine.connect() as conn:
+            query = "SELECT sum(xact_commit) FROM pg_stat_database WHERE datname = ANY(:n)"
+            return int(conn.execute(text(query), {"n": names}).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -201,12 +214,16 @@ def run_mode(
                 proc,
             )
             peak.start()
+            committed = commits(server, names)
             create_study(as_probe(direct[0]), as_probe(direct[1]), spec(n_trials, max_concurrent))
             started = time.monotonic()
             wait_until(
                 probe, "SELECT count(*) FROM hpo_studies WHERE status = 'completed'", 1800, proc
             )
             wall = time.monotonic() - started
+            # Statistics reach pg_stat_database when a backend goes idle: let them settle.
+            time.sleep(1.0)
+            committed = commits(server, names) - committed
         finally:
             peak.done.set()
             stop_group(proc, timeout=120)
@@ -232,6 +249,7 @@ def run_mode(
         claim_p99_ms=percentile(latencies, 99),
         peak_running=peak.peak,
         max_concurrent=max_concurrent,
+        transactions_per_trial=committed / n_trials,
     )
 
 
@@ -258,15 +276,15 @@ def main() -> None:
     ]
     print(
         "| mode | slots | trials finished | trials/s | peak server connections (LISTEN) "
-        "| documented bound | claim p50 / p99 ms | most running (limit) |"
+        "| documented bound | claim p50 / p99 ms | most running (limit) | transactions/trial |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r.mode} | {r.slots} | {r.finished} / {r.trials} | {r.trials_per_s:.1f} "
             f"| {r.peak_connections} ({r.peak_listen}) | {r.bound} "
             f"| {r.claim_p50_ms:.0f} / {r.claim_p99_ms:.0f} "
-            f"| {r.peak_running} ({r.max_concurrent}) |"
+            f"| {r.peak_running} ({r.max_concurrent}) | {r.transactions_per_trial:.1f} |"
         )
 
 
