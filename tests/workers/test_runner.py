@@ -203,13 +203,16 @@ def test_sigterm_hands_back_the_trial_and_exits_zero(
     os.killpg(worker.pid, signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     view = study(api, "term")
-    assert view["budget"] == {
+    counters = ("n_trials", "finished", "active", "lost", "max_concurrent_trials")
+    assert {k: view["budget"][k] for k in counters} == {
         "n_trials": 2,
         "finished": 0,
         "active": 0,
         "lost": 0,
         "max_concurrent_trials": 1,
     }
+    # The handed-back trial's device time was spent all the same.
+    assert view["budget"]["compute_s"] > 0
     handed_back = trials(api, "term", "FAIL")
     assert [t["fail_reason"] for t in handed_back] == ["interrupted"]
     waiting = trials(api, "term", "WAITING")
