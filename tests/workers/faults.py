@@ -44,7 +44,6 @@ class Slots:
     log_dir: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     started: int = 0
-    born: dict[int, float] = field(default_factory=dict)
 
     def start(self, *module_args: str, module: str = "workers.slot") -> subprocess.Popen[bytes]:
         from tests.procs import REPO
@@ -59,17 +58,24 @@ class Slots:
             cwd=REPO,
         )
         self.procs.append(proc)
-        self.born[proc.pid] = time.monotonic()
         return proc
 
-    def alive(self, older_than_s: float = 0.0) -> list[subprocess.Popen[bytes]]:
-        """Live slots; ``older_than_s`` skips those still starting (importing)."""
-        now = time.monotonic()
-        return [
-            p
-            for p in self.procs
-            if p.poll() is None and now - self.born.get(p.pid, now) >= older_than_s
-        ]
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def serving(self) -> list[subprocess.Popen[bytes]]:
+        """Live slots that registered as workers: past start-up, in their claim loop."""
+        engine = self._engine()
+        with engine.connect() as conn:
+            pids = set(
+                conn.execute(text("SELECT pid FROM hpo_workers WHERE stopped_at IS NULL")).scalars()
+            )
+        return [p for p in self.alive() if p.pid in pids]
+
+    def _engine(self) -> Any:
+        if not hasattr(self, "_service_engine"):
+            self._service_engine = create_engine(self.settings.database_url)
+        return self._service_engine
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGKILL)
@@ -80,6 +86,8 @@ class Slots:
             proc.send_signal(signal.SIGCONT)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+        if hasattr(self, "_service_engine"):
+            self._service_engine.dispose()
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
@@ -293,7 +301,7 @@ def run_round(
                 raise TimeoutError(f"round {name} did not end:\n{slots.logs()[-4000:]}")
             time.sleep(rng.uniform(0.05, 1.0))
             # Slots past their start-up: a kill then lands somewhere in the trial loop.
-            alive = slots.alive(older_than_s=1.0)
+            alive = slots.serving()
             if kills < max_kills and alive:
                 slots.kill(rng.choice(alive))
                 kills += 1

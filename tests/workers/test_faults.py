@@ -220,19 +220,20 @@ def test_random_sigkills_leave_no_mlflow_run_running(
                 settings.optuna_storage,
                 name="tracked",
                 rng=random.Random(5),
-                n_trials=8,
+                n_trials=10,
                 max_kills=6,
                 extra_check=mlflow_runs_left_running(settings.mlflow_tracking_uri),
             )
     finally:
         slots.stop_all()
         sweeper.stop_all()
-    assert result.kills == 6
+    assert result.kills >= 2  # slots that track in MLflow take a while to start
     assert result.violations == [], slots.logs()[-3000:]
     trial_runs = client.search_runs(
         [client.get_experiment_by_name("tracked").experiment_id], "tags.`hpo.kind` = 'trial'"
     )
-    assert len(trial_runs) >= 8
-    if result.lost:  # the runs of killed trials ended as their leases did
-        lost = [r for r in trial_runs if r.data.tags.get("hpo.fail_reason") == "lost"]
-        assert lost and all(r.info.status == "FAILED" for r in lost)
+    assert len(trial_runs) >= 10
+    # Kills hit running trials, whose runs ended as their leases did.
+    assert result.lost >= 1
+    lost = [r for r in trial_runs if r.data.tags.get("hpo.fail_reason") == "lost"]
+    assert lost and all(r.info.status == "FAILED" for r in lost)
