@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         check = mlflow_runs_left_running(settings.mlflow_tracking_uri) if args.mlflow else None
         with TestClient(create_app(settings)) as api:
             if args.mlflow:
-                sweeper.start()
+                # It serves no study (its one slot idles): the killable slots run the trials.
+                sweeper.start("--study", "sweeper-serves-no-study")
             for index in range(args.rounds):
                 result = run_round(
                     api,
