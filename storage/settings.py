@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     keep_top_k_models: int = Field(default=3, ge=1)
     mlflow_enabled: bool = True
     mlflow_flush_timeout_s: float = Field(default=60.0, ge=0)
+    # Memory each device offers to packed trials (``hpo worker --per-device auto``);
+    # unset: the device's free memory, measured when the worker starts.
+    device_memory_gib: float | None = Field(default=None, gt=0)
+    # State shared by every hpo worker on this machine (device memory ledgers, the
+    # CPU slots that share the cores); unset: a folder in the system's temp dir.
+    host_state_dir: Path | None = None
 
     @field_validator("admin_token", "api_token", mode="before")
     @classmethod
