@@ -42,6 +42,10 @@ class TrialOut(BaseModel):
     worker: str | None
     device: str | None
     retry_of: int | None
+    continues: int | None = Field(
+        default=None,
+        description="resumable-sha: the paused trial whose checkpoint this trial continues",
+    )
     error: str | None
     fail_reason: str | None = Field(
         description="exception, timeout, oom, lost, interrupted, cancelled"

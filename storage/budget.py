@@ -354,6 +354,12 @@ def compute_saved_s(session: Session, study_id: int) -> float | None:
     return max(0.0, mean_complete * int(pruned_count) - float(pruned_total))
 
 
+def study_open(session: Session, study_id: int) -> bool:
+    """True while the study may still run trials (queued, running or paused)."""
+    status = session.scalar(select(Study.status).where(Study.id == study_id))
+    return status is not None and StudyStatus(status) not in TERMINAL
+
+
 def pending_work(session: Session, studies: list[str] | None = None) -> bool:
     """True while some claimable study still has trials to run (now or later)."""
     query = select(Study.id).where(

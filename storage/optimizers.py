@@ -19,6 +19,7 @@ from optuna.samplers import BaseSampler
 from pydantic import TypeAdapter, ValidationError
 
 from storage.errors import ErrorDetail
+from storage.halving import ResumableHalvingPruner
 from storage.pruners import CalibratedPruner
 from storage.search_space import MAX_GRID_POINTS, grid_points, grid_size, grid_values
 from storage.spec import PrunerSpec, SamplerSpec, StudySpec
@@ -40,6 +41,7 @@ PRUNERS: dict[str, Callable[..., BasePruner]] = {
     "wilcoxon": optuna.pruners.WilcoxonPruner,
     "patient": optuna.pruners.PatientPruner,
     "calibrated": CalibratedPruner,
+    "resumable-sha": ResumableHalvingPruner,
     "none": optuna.pruners.NopPruner,
 }
 # Pruners that wrap another, given in ``options.wrapped``.
@@ -219,7 +221,7 @@ def _check_wrapped(wrapped: object) -> list[ErrorDetail]:
         inner = PrunerSpec.model_validate(wrapped)
     except ValueError as exc:
         return [ErrorDetail(loc, f"not a pruner spec: {exc}".splitlines()[0])]
-    if inner.name in _WRAPPERS:
+    if inner.name in _WRAPPERS or inner.name == "resumable-sha":
         return [ErrorDetail((*loc, "name"), f"{inner.name!r} cannot be wrapped in another pruner")]
     return _check_options(inner.options, PRUNERS[inner.name], (*loc, "options"))
 

@@ -41,6 +41,11 @@ ATTR_ENQUEUED_BY = "hpo.enqueued_by"
 ATTR_LEASE = "hpo.lease"
 # On a re-queued copy of an orphaned enqueued trial: the orphan's number.
 ATTR_REQUEUE_OF = "hpo.requeue_of"
+# Resumable successive halving (storage.halving): the rung a trial was paused
+# at, the paused trial a continuation goes on from, and the rung it passed.
+ATTR_PAUSED_RUNG = "hpo.paused_rung"
+ATTR_CONTINUES = "hpo.continues"
+ATTR_PROMOTED_RUNG = "hpo.promoted_rung"
 TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
 _TRIAL_RELATIONS = (
     "params",
@@ -81,6 +86,21 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> A
     if isinstance(distribution, CategoricalDistribution):
         return trial.suggest_categorical(name, distribution.choices)
     raise TypeError(f"no suggest method for {type(distribution).__name__}")
+
+
+def set_trial_attr(
+    study: optuna.Study, trial: FrozenTrial, key: str, value: Any, *, system: bool = False
+) -> None:
+    """Write an attribute of a running trial from a pruner (which sees a FrozenTrial).
+
+    A pruner sees the trial's user attributes as they were at the ask, but its
+    system attributes as stored: what a pruner reads back again must be a
+    system attribute.
+    """
+    if system:
+        study._storage.set_trial_system_attr(trial._trial_id, key, value)
+    else:
+        study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
 def enable_sqlite_wal(storage: RDBStorage) -> None:
@@ -231,6 +251,7 @@ def trial_to_dict(
         "worker": worker,
         "device": device,
         "retry_of": attrs.get(ATTR_RETRY_OF),
+        "continues": attrs.get(ATTR_CONTINUES),
         # A reaper may have written its reason just before the worker's own
         # result won: the reason belongs to FAIL trials only.
         "error": attrs.get(ATTR_ERROR) if trial.state == TrialState.FAIL else None,

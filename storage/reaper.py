@@ -24,10 +24,12 @@ from storage.budget import lock_lease, lock_study, update_status
 from storage.db import Database
 from storage.errors import UnavailableError
 from storage.events import notify_claimable, record_event
+from storage.halving import passed_rung
 from storage.models import TERMINAL, Lease, LeaseState, Study, utcnow
 from storage.optuna_store import (
     ATTR_ATTEMPT,
     ATTR_FAIL_REASON,
+    ATTR_PROMOTED_RUNG,
     ATTR_RETRY_OF,
     ATTR_RETRY_ROOT,
     ATTR_SEED,
@@ -259,4 +261,7 @@ def enqueue_retry(
     user_attrs = {ATTR_RETRY_OF: trial.number, ATTR_RETRY_ROOT: root, ATTR_ATTEMPT: attempt}
     if ATTR_SEED in trial.user_attrs:
         user_attrs[ATTR_SEED] = trial.user_attrs[ATTR_SEED]
+    if (passed := passed_rung(trial)) is not None:
+        # Resumable halving: the rungs the lost trial passed are not judged again.
+        user_attrs[ATTR_PROMOTED_RUNG] = passed
     study.enqueue_trial(dict(trial.params), user_attrs=user_attrs)

@@ -115,7 +115,15 @@ class ObjectiveSpec(StrictModel):
 
 SamplerName = Literal["tpe", "random", "gp", "cmaes", "nsga2", "qmc", "grid"]
 PrunerName = Literal[
-    "median", "percentile", "sha", "hyperband", "wilcoxon", "patient", "calibrated", "none"
+    "median",
+    "percentile",
+    "sha",
+    "hyperband",
+    "wilcoxon",
+    "patient",
+    "calibrated",
+    "resumable-sha",
+    "none",
 ]
 
 

@@ -59,6 +59,9 @@ class TrialContext:
     # Checked before the final model is written (a worker whose trial was
     # taken over must not overwrite the retry's files).
     save_checks: list[Callable[[], None]] = field(default_factory=list)
+    # A resumable pruner (``resumable-sha``) may continue a stopped trial from
+    # its checkpoint later: the task keeps the checkpoint when pruned.
+    keep_checkpoint_when_pruned: bool = False
     # Training examples seen so far (compute budgets, compute saved by pruning).
     train_examples: int = 0
     _last_step: int = -1

@@ -19,8 +19,10 @@ from storage.budget import (
     fail_study,
     finish_lease,
     lease_fail_reason,
+    lock_study,
     release_lease,
 )
+from storage.halving import is_resumable, promote
 from storage.optimizers import stream_seed
 from storage.optuna_store import (
     ATTR_ATTEMPT,
@@ -98,6 +100,8 @@ def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
     if study._study_id != claim.optuna_study_id:
         # Another Optuna study took the name (the first one was deleted behind the service).
         raise LookupError(MISSING_OPTUNA_STUDY)
+    if is_resumable(study.pruner):
+        env.retrying(lambda: _promote_paused(env, claim, study))
     with env.interrupter.critical():
         trial = study.ask()
         # First, so that a trial whose worker dies from here on is known to be
@@ -119,6 +123,21 @@ def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
         env.retrying(lambda: fail_orphan(env.optuna_storage, claim.study_name, frozen, why))
         raise LeaseTaken(claim.lease_id)
     return trial
+
+
+def _promote_paused(env: SlotEnv, claim: Claim, study: optuna.Study) -> None:
+    """Enqueue the continuation of a paused trial that now ranks among the best.
+
+    Under the study's row lock, so that two workers never promote one trial.
+    """
+    with env.db.session_scope() as session:
+        if lock_study(session, claim.study_id) is None:
+            return
+        parent = promote(study, getattr(study.pruner, "reduction_factor", 3))
+    if parent is not None:
+        logger.info(
+            "trial %d of %s promoted: it goes on from its checkpoint", parent, study.study_name
+        )
 
 
 def _attach(
@@ -171,6 +190,7 @@ def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial, claim: Claim) -
         dataset_roots=env.settings.dataset_root_paths,
         critical=env.interrupter.critical,
         db_call=env.retrying,
+        keep_checkpoint_when_pruned=is_resumable(env.study(claim, spec).pruner),
     )
     ctx.report_hooks.append(lambda step, metrics: env.interrupter.check())
     ctx.save_checks.append(lambda: _check_still_ours(env))

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import optuna
 
-from storage.budget import Claim
+from storage.budget import Claim, study_open
+from storage.halving import is_paused
 from storage.optuna_store import ATTR_FAIL_REASON, ATTR_RETRY_ROOT
 from storage.spec import StudySpec
 from workers.context import TrialContext
@@ -100,8 +101,9 @@ def prune_trial_dirs(env: SlotEnv, claim: Claim, spec: StudySpec, keep: set[Path
     """Keep the model folders of the best ``keep_top_k_models`` trials; delete the rest.
 
     Folders of trials still running or waiting for a retry, of lost trials
-    (their retry may be on the way), and those holding a path in ``keep`` are
-    kept. Studies with several
+    (their retry may be on the way), of paused trials while the study is open
+    (resumable halving may continue them), and those holding a path in
+    ``keep`` are kept. Studies with several
     objectives keep every folder (there is no single ranking).
     """
     root = env.settings.trials_dir / spec.name
@@ -117,11 +119,12 @@ def prune_trial_dirs(env: SlotEnv, claim: Claim, spec: StudySpec, keep: set[Path
         groups.setdefault(_folder(t), []).append(t)
     # A folder is shared by a trial and its retries: it is done with once all
     # of them are, and the last one was not lost (its retry may be on the way).
+    open_study = env.retrying(lambda: _study_open(env, claim.study_id))
     finished = {
         name
         for name, group in groups.items()
         if all(t.state.is_finished() for t in group)
-        and max(group, key=lambda t: t.number).user_attrs.get(ATTR_FAIL_REASON) != "lost"
+        and _done_with(max(group, key=lambda t: t.number), open_study)
     }
     protected = {p.resolve() for p in keep}
     for folder in root.iterdir():
@@ -132,6 +135,19 @@ def prune_trial_dirs(env: SlotEnv, claim: Claim, spec: StudySpec, keep: set[Path
             and not any(p.is_relative_to(folder.resolve()) for p in protected)
         ):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _done_with(latest: optuna.trial.FrozenTrial, open_study: bool) -> bool:
+    """Whether a folder's last trial needs it no more: a lost trial's retry may be on
+    the way, and a paused trial of an open study may be continued from its checkpoint."""
+    if latest.user_attrs.get(ATTR_FAIL_REASON) == "lost":
+        return False
+    return not (open_study and is_paused(latest))
+
+
+def _study_open(env: SlotEnv, study_id: int) -> bool:
+    with env.db.session_scope(read_only=True) as session:
+        return study_open(session, study_id)
 
 
 def _folder(trial: optuna.trial.FrozenTrial) -> str:

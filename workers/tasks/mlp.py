@@ -8,6 +8,7 @@ Trained on scikit-learn's bundled 8x8 digits (offline) or a local MNIST
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,12 @@ from storage.paths import PathNotAllowedError, resolve_confined
 from storage.tasks.mlp import MlpConfig
 from workers.context import TrialContext
 from workers.errors import DatasetError
+from workers.training.checkpoint import (
+    Position,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +144,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, fl
 
 
 def run(ctx: TrialContext) -> dict[str, float]:
-    """Train for ``max_epochs``, reporting after each; prune when the pruner says so."""
+    """Train for ``max_epochs``, reporting after each; prune when the pruner says so.
+
+    A checkpoint after each epoch lets a retried (or continued) trial resume
+    from the last epoch it finished.
+    """
     config = MlpConfig.model_validate(ctx.config)
     torch.manual_seed(ctx.seed)
     if config.dataset.name == "mnist":
@@ -146,6 +157,8 @@ def run(ctx: TrialContext) -> dict[str, float]:
         data = load_digits_data(config)
     model = build_model(data.x_train.shape[1], data.num_classes, ctx.params)
     optimizer = build_optimizer(model, ctx.params)
+    # A constant schedule: the checkpoint format keeps one.
+    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     ctx.set_info(
         dataset_fingerprint=data.fingerprint,
@@ -153,24 +166,90 @@ def run(ctx: TrialContext) -> dict[str, float]:
         n_validation=len(data.x_val),
         params_m=params_m,
     )
-    batch_size = int(ctx.params["batch_size"])
-    generator = torch.Generator().manual_seed(ctx.seed)
+    state = _Checkpointed(ctx, model, optimizer, scheduler, _fingerprint(ctx, data))
     metrics: dict[str, float] = {}
-    for epoch in range(1, config.max_epochs + 1):
-        order = torch.randperm(len(data.x_train), generator=generator)
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            ctx.count_examples(len(index))
-            loss = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    for epoch in range(state.resume() + 1, config.max_epochs + 1):
+        _train_epoch(ctx, model, optimizer, data, epoch)
         metrics = evaluate(model, data.x_val, data.y_val)
-        ctx.report(epoch, metrics, final=epoch == config.max_epochs)
+        final = epoch == config.max_epochs
+        if not final:
+            state.save(epoch)
+        ctx.report(epoch, metrics, final=final)
         if ctx.should_prune():
+            if not ctx.keep_checkpoint_when_pruned:
+                state.remove()
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+    if not metrics:  # resumed from a checkpoint at the last epoch
+        metrics = evaluate(model, data.x_val, data.y_val)
     save_model(model, ctx)
+    state.remove()
     return {**metrics, "params_m": params_m}
+
+
+def _train_epoch(
+    ctx: TrialContext,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ImageData,
+    epoch: int,
+) -> None:
+    batch_size = int(ctx.params["batch_size"])
+    # One shuffle per (seed, epoch): a resumed run sees the epochs it would have seen.
+    generator = torch.Generator().manual_seed(ctx.seed * 1_000 + epoch)
+    order = torch.randperm(len(data.x_train), generator=generator)
+    model.train()
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        ctx.count_examples(len(index))
+        loss = nn.functional.cross_entropy(model(data.x_train[index]), data.y_train[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+@dataclass
+class _Checkpointed:
+    """The MLP's training state in the trial folder's ``checkpoint``."""
+
+    ctx: TrialContext
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    fingerprint: str
+
+    @property
+    def directory(self) -> Path:
+        return self.ctx.work_dir / "checkpoint"
+
+    def resume(self) -> int:
+        """Load the checkpoint if it is this run's; return the epochs it has done."""
+        position = load_checkpoint(
+            self.directory,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            fingerprint=self.fingerprint,
+        )
+        return 0 if position is None else position.epoch
+
+    def save(self, epoch: int) -> None:
+        save_checkpoint(
+            self.directory,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            position=Position(step=epoch, epoch=epoch, step_in_epoch=0),
+            fingerprint=self.fingerprint,
+        )
+
+    def remove(self) -> None:
+        remove_checkpoint(self.directory)
+
+
+def _fingerprint(ctx: TrialContext, data: ImageData) -> str:
+    facts = {"params": ctx.params, "config": ctx.config, "data": data.fingerprint}
+    encoded = json.dumps(facts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def save_model(model: nn.Module, ctx: TrialContext) -> None:

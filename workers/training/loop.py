@@ -243,8 +243,10 @@ def _report(
     step = session.settings.reported_step(optimizer_step)
     session.ctx.report(step, metrics, final=final)
     if session.ctx.should_prune():
-        # A pruned trial is never resumed: its checkpoint is dead weight.
-        remove_checkpoint(session.checkpoint_dir)
+        # Unless the pruner may continue it later, a pruned trial is never
+        # resumed: its checkpoint is dead weight.
+        if not session.ctx.keep_checkpoint_when_pruned:
+            remove_checkpoint(session.checkpoint_dir)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
         raise optuna.TrialPruned(f"pruned at step {step} ({shown})")
 
