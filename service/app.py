@@ -14,7 +14,8 @@ from service import metrics
 from service.background import ReaperThread
 from service.errors import install_error_handlers
 from service.middleware import AuthenticateFirst, BodySizeLimit, StandardMethods
-from service.routes import health, studies, tasks, tokens, trials, workers
+from service.openapi import install_openapi_links
+from service.routes import health, studies, tasks, tokens, transfer, trials, workers
 from service.state import AppState
 from storage.settings import Settings
 
@@ -48,7 +49,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     if not state.auth_enabled:
         logger.warning("HPO_ADMIN_TOKEN is unset: the API accepts requests without a token")
     install_error_handlers(app)
-    for module in (studies, trials, workers, tasks, tokens, health, metrics):
+    for module in (transfer, studies, trials, workers, tasks, tokens, health, metrics):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(AuthenticateFirst, state=state)
     app.add_middleware(metrics.RequestMetrics, registry=registry)
@@ -61,6 +62,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(StandardMethods)
+    install_openapi_links(app)
     return app
 
 

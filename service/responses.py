@@ -9,6 +9,7 @@ from service.schemas import ErrorOut
 # Offsets stay within a 32-bit integer: databases refuse bigger ones.
 MAX_OFFSET = 2**31 - 1
 _DESCRIPTIONS = {
+    400: "the body cannot be parsed (not UTF-8 text, or not JSON at all)",
     401: "no valid API token",
     403: "the token's scope is too small",
     404: "not found",

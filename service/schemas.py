@@ -231,3 +231,38 @@ class TokenOut(BaseModel):
 
 class TokenList(BaseModel):
     items: list[TokenOut]
+
+
+class ExportedTrial(BaseModel):
+    """A finished trial as an export holds it (Optuna's distributions as JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+    number: int | None = Field(default=None, description="its number where it was exported")
+    state: Literal["COMPLETE", "PRUNED", "FAIL"]
+    params: dict[str, Any] = Field(default_factory=dict)
+    distributions: dict[str, str] = Field(
+        default_factory=dict, description="optuna.distributions.distribution_to_json of each"
+    )
+    values: list[float | None] | None = None
+    intermediate_values: dict[str, float | None] = Field(default_factory=dict)
+    user_attrs: dict[str, Any] = Field(default_factory=dict)
+    datetime_start: datetime | None = None
+    datetime_complete: datetime | None = None
+
+
+class StudyExport(BaseModel):
+    """A study's spec and finished trials: ``POST /studies/import`` recreates it elsewhere."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["hpo-study"] = "hpo-study"
+    version: Literal[1] = 1
+    exported_at: datetime | None = None
+    name: str | None = Field(default=None, description="informational; spec.name is used")
+    status: StudyStatusName | None = Field(default=None, description="informational")
+    spec: StudySpec
+    trials: list[ExportedTrial] = Field(default_factory=list, max_length=100_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return check_document(data, "StudyExport")

@@ -1,127 +1,24 @@
-"""Reading spec files (YAML or JSON) with bounds that hold before anything is expanded.
-
-A YAML alias stands for a whole subtree: nine aliases of nine aliases make
-a document of a few hundred bytes that expands to hundreds of millions of
-values when it is serialised for the API. The file's size, its aliases and
-its expanded size are bounded on the composed node graph, before any
-Python object is built.
-"""
+"""Spec files for the CLI: the client's bounded loader, its errors as one-line CLI errors."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from hpo.spec_files import MAX_SPEC_BYTES, SpecFileError
+from hpo.spec_files import load_spec_file as _load
 from service.cli.client import ClientError
 
-MAX_SPEC_BYTES = 1_000_000
-MAX_ALIASES = 100
-# Values after every alias is expanded: far above any real spec.
-MAX_EXPANDED_NODES = 100_000
-
-
-class SpecTooLarge(yaml.YAMLError):
-    """The document is over one of the bounds (it was not expanded)."""
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """A safe loader that counts aliases while composing."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.aliases = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            self.aliases += 1
-            if self.aliases > MAX_ALIASES:
-                raise SpecTooLarge(f"more than {MAX_ALIASES} aliases")
-        return super().compose_node(parent, index)
+__all__ = ["MAX_SPEC_BYTES", "load_spec_file"]
 
 
 def load_spec_file(path: Path) -> dict[str, Any]:
-    """Read a YAML or JSON spec.
+    """Read a YAML or JSON spec (see :func:`hpo.spec_files.load_spec_file`).
 
     Raises:
-        ClientError: unreadable file, over the bounds, invalid, or not a mapping.
+        ClientError: the file cannot be used; the message says why and where.
     """
-    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_SPEC_BYTES + 1)
-    except OSError as exc:
-        raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_SPEC_BYTES:
-        raise ClientError(f"{path} is larger than {MAX_SPEC_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-        data = json.loads(text) if kind == "JSON" else load_bounded_yaml(text)
-    except SpecTooLarge as exc:
-        raise ClientError(f"{path} is refused: {exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        where = getattr(exc, "problem_mark", None) or getattr(exc, "lineno", None)
-        at = f" (at {where})" if where else ""
-        raise ClientError(f"{path} is not valid {kind}{at}") from None
-    except RecursionError:
-        raise ClientError(f"{path} is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise ClientError(f"{path} must hold a mapping (a study spec), not {type(data).__name__}")
-    return data
-
-
-def load_bounded_yaml(text: str) -> Any:
-    """``yaml.safe_load`` of one document, refusing alias bombs before expanding them.
-
-    Raises:
-        SpecTooLarge: too many aliases, a recursive alias, or too large once expanded.
-        yaml.YAMLError: not valid YAML.
-    """
-    loader = _BoundedLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        expanded_size(node)
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-def expanded_size(root: yaml.Node) -> int:
-    """Nodes in ``root`` with every alias expanded, counted without expanding any.
-
-    Raises:
-        SpecTooLarge: over ``MAX_EXPANDED_NODES``, or an alias inside its own anchor.
-    """
-    sizes: dict[int, int] = {}
-    open_nodes: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        children = _children(node)
-        if children_done:
-            open_nodes.discard(id(node))
-            sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), MAX_EXPANDED_NODES + 1)
-            continue
-        if id(node) in sizes:
-            continue
-        if id(node) in open_nodes:
-            raise SpecTooLarge("an alias refers to the node that contains it")
-        open_nodes.add(id(node))
-        stack.append((node, True))
-        stack.extend((child, False) for child in children if id(child) not in sizes)
-    size = sizes[id(root)]
-    if size > MAX_EXPANDED_NODES:
-        raise SpecTooLarge(f"it expands to more than {MAX_EXPANDED_NODES} values")
-    return size
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
+        return _load(path)
+    except SpecFileError as exc:
+        raise ClientError(exc.message) from None

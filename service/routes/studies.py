@@ -22,7 +22,7 @@ router = APIRouter(prefix="/studies", tags=["studies"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=StudyOut,
-    responses=errors_for(401, 403, 409, 413, 422, 503),
+    responses=errors_for(400, 401, 403, 409, 413, 422, 503),
 )
 def create_study(spec: StudySpec, state: StateDep, principal: WriteDep) -> dict[str, Any]:
     """Validate a study spec, store it and create its Optuna study."""

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/tokens", tags=["tokens"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TokenCreated,
-    responses=errors_for(401, 403, 422, 503),
+    responses=errors_for(400, 401, 403, 422, 503),
 )
 def create_token(body: TokenIn, state: StateDep, principal: AdminDep) -> dict[str, Any]:
     """A new token; the response is the only place it appears."""

@@ -75,7 +75,7 @@ def get_trial(
     "/trials",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=EnqueueOut,
-    responses=errors_for(401, 403, 404, 409, 413, 422, 503),
+    responses=errors_for(400, 401, 403, 404, 409, 413, 422, 503),
 )
 def enqueue_trial(
     name: str, body: EnqueueIn, state: StateDep, principal: WriteDep
