@@ -7,7 +7,11 @@ Every study runs through the service with one worker slot and the same
 - ``tpe+hyperband``: TPE with Optuna's ``HyperbandPruner()`` at its defaults,
   reporting at optimizer steps, as a plain Optuna script would set it up;
 - ``service``: TPE with the calibrated pruner (median, once early values
-  predict final ones), reporting at training examples seen.
+  predict final ones), reporting at training examples seen;
+- ``resumable-sha``: TPE with this service's resumable successive halving
+  (paused trials continue from their checkpoints when they rank), reporting
+  at training examples seen, rungs at a quarter and three quarters of the
+  training.
 
 For each it reports the best value reached and the compute at which it first
 reached the final best of ``tpe`` (the same seed).
@@ -46,7 +50,11 @@ PRUNERS: dict[str, tuple[dict[str, Any], str]] = {
         },
         "examples",
     ),
+    # The rungs are set per task from its length (see ``pruner_for``).
+    "resumable-sha": ({"name": "resumable-sha"}, "examples"),
 }
+# Training examples per trial (n_train x max_epochs) of each task below.
+EXAMPLES_PER_TRIAL = {"builtin": 2000 * 3, "minilm": 480 * 2}
 
 
 def minilm_dir() -> str:
@@ -74,8 +82,17 @@ def task_config(task: str, report_step: str) -> dict[str, Any]:
     }
 
 
+def pruner_for(task: str, setting: str) -> dict[str, Any]:
+    pruner = dict(PRUNERS[setting][0])
+    if setting == "resumable-sha":
+        # Rungs at 1/4 and 3/4 of a trial's examples (reduction factor 3).
+        first = EXAMPLES_PER_TRIAL[task] // 4
+        pruner["options"] = {"min_resource": first, "reduction_factor": 3}
+    return pruner
+
+
 def spec(task: str, setting: str, seed: int, budget_s: float) -> dict[str, Any]:
-    pruner, report_step = PRUNERS[setting]
+    pruner, report_step = pruner_for(task, setting), PRUNERS[setting][1]
     return {
         "name": f"{task}-{setting.replace('+', '-')}-{seed}",
         "task": {"name": "text-classification", "config": task_config(task, report_step)},
@@ -107,7 +124,10 @@ def run_study(urls: tuple[str, str], body: dict[str, Any]) -> None:
 
 
 def trajectory(urls: tuple[str, str], name: str) -> list[tuple[float, float | None]]:
-    """(cumulative device-seconds, best value so far) after each finished trial."""
+    """(cumulative device-seconds, best value so far) after each finished trial.
+
+    Also prints each trial's state, value and compute to stderr (the record).
+    """
     database = Database(urls[0])
     with database.session_scope(read_only=True) as session:
         study_id = session.scalar(select(Study.id).where(Study.name == name))
@@ -125,7 +145,27 @@ def trajectory(urls: tuple[str, str], name: str) -> list[tuple[float, float | No
         if trial is not None and trial.state == optuna.trial.TrialState.COMPLETE:
             best = trial.value if best is None else max(best, trial.value or 0.0)
         points.append((spent, best))
+    _print_trials(name, [trials[n] for n, _ in leases if n in trials], dict(leases))
     return points
+
+
+def _print_trials(
+    name: str, trials: list[optuna.trial.FrozenTrial], compute: dict[int, float | None]
+) -> None:
+    shown = []
+    for trial in trials:
+        value = (
+            trial.value
+            if trial.value is not None
+            else trial.intermediate_values.get(trial.last_step or 0)
+        )
+        link = trial.user_attrs.get("hpo.continues")
+        shown.append(
+            f"{trial.number}{'<' + str(link) if link is not None else ''}:"
+            f"{trial.state.name[0]}{'' if value is None else f'{value:.3f}'}"
+            f"/{compute.get(trial.number) or 0:.0f}s"
+        )
+    print(f"{name}: {' '.join(shown)}", file=sys.stderr, flush=True)
 
 
 def first_reaching(points: list[tuple[float, float | None]], target: float) -> float | None:
