@@ -64,6 +64,10 @@ class TrialContext:
     keep_checkpoint_when_pruned: bool = False
     # Training examples seen so far (compute budgets, compute saved by pruning).
     train_examples: int = 0
+    # Called with a trial's estimated peak device memory (bytes) before it loads
+    # its model: on a packed slot it waits until the device has room (see
+    # workers/packing.py); a later call only raises the reservation. Elsewhere a no-op.
+    reserve_device_memory: Callable[[int], None] = field(default=lambda nbytes: None)
     _last_step: int = -1
     _final_reported: bool = False
 

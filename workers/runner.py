@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from workers.tracking.tracker import MlflowTracker
 
 logger = logging.getLogger(__name__)
+GATE_POLL_S = 0.2
 
 
 class SlotRunner:
@@ -35,6 +36,7 @@ class SlotRunner:
         self.tracker = self._tracker() if settings.mlflow_enabled else None
         # After tracking's hook: a best model it just queued for MLflow is protected.
         TrialDirs(self.env).install()
+        self.env.install_host_sharing()
         self.wakeup = Wakeup.for_slot(settings, options.wakeup_fd)
         self.stopping = threading.Event()
         self._grace_timer: threading.Timer | None = None
@@ -77,6 +79,10 @@ class SlotRunner:
         self.env.heartbeat.start()
         try:
             while not self.stopping.is_set() and not self._reached_max():
+                if not self.env.may_claim():
+                    # A packed device is full, or one of its trials waits for room.
+                    self.stopping.wait(GATE_POLL_S)
+                    continue
                 claim = self._claim()
                 if claim is not None:
                     if run_claim(self.env, claim) is None:

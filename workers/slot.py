@@ -21,6 +21,8 @@ def parse_args(argv: list[str]) -> SlotOptions:
     parser.add_argument("--max-trials", type=int, default=None)
     parser.add_argument("--exit-when-idle", action="store_true")
     parser.add_argument("--wakeup-fd", type=int, default=None)
+    parser.add_argument("--memory-budget", type=int, default=None)
+    parser.add_argument("--share-cores", action="store_true")
     args = parser.parse_args(argv)
     return SlotOptions(
         device=args.device,
@@ -30,6 +32,8 @@ def parse_args(argv: list[str]) -> SlotOptions:
         max_trials=args.max_trials,
         exit_when_idle=args.exit_when_idle,
         wakeup_fd=args.wakeup_fd,
+        memory_budget=args.memory_budget,
+        share_cores=args.share_cores,
     )
 
 

@@ -44,6 +44,9 @@ class SlotOptions:
     max_trials: int | None = None
     exit_when_idle: bool = False
     wakeup_fd: int | None = None  # the supervisor's wake-up pipe (see workers/wakeup.py)
+    # Packed slot (``--per-device auto``): what the device's trials may reserve together.
+    memory_budget: int | None = None
+    share_cores: bool = False  # a CPU slot that takes its share of the host's cores
 
 
 def new_worker_id(device_label: str, slot: int) -> str:
@@ -75,6 +78,23 @@ class SlotEnv:
         ] = []
         # Folders that must not be deleted yet (say, models still queued for MLflow).
         self.protected_dirs: list[Callable[[], set[Path]]] = []
+        # All must say yes before the slot claims a trial (a packed device's room).
+        self.claim_gates: list[Callable[[], bool]] = []
+        self.closers: list[Callable[[], None]] = []
+
+    def install_host_sharing(self) -> None:
+        """Share the device with the other slots of this machine, as the options say."""
+        if self.options.memory_budget is not None:
+            from workers.packing import DevicePacking
+
+            DevicePacking(self, self.options.memory_budget).install()
+        if self.options.share_cores and self.device == "cpu":
+            from workers.cpu_share import SlotCores
+
+            SlotCores(self).install()
+
+    def may_claim(self) -> bool:
+        return all(gate() for gate in self.claim_gates)
 
     @property
     def device(self) -> str:
@@ -127,6 +147,11 @@ class SlotEnv:
                 logger.exception("after-trial step failed for trial %d", trial.number)
 
     def close(self) -> None:
+        for close in self.closers:
+            try:
+                close()
+            except Exception:
+                logger.exception("could not leave this machine's shared state")
         self.heartbeat.stop()
         self.db.dispose()
         self.optuna_storage.engine.dispose()

@@ -42,6 +42,7 @@ class Device:
 class Child:
     device: Device
     slot: int
+    memory_budget: int | None = None  # a packed slot (``--per-device auto``)
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -79,6 +80,47 @@ def resolve_devices(devices: str, cuda_count: int | None = None) -> list[Device]
     if missing or not indices:
         raise DeviceError(f"--devices {devices!r}: this machine has {count} visible GPU(s)")
     return [Device("cuda", f"cuda:{i}", str(i)) for i in indices]
+
+
+def parse_per_device(value: str) -> int | None:
+    """``auto`` (None: as many as fit, see workers/packing.py) or a count from 1 to 64.
+
+    Raises:
+        DeviceError: anything else.
+    """
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 64:
+        raise DeviceError(f"--per-device {value!r}: use auto or a number from 1 to 64")
+    return count
+
+
+def plan_children(
+    devices: list[Device], per_device: int | None, declared_gib: float | None
+) -> list[Child]:
+    """The slots to run: ``per_device`` on each device, or packed ones sized by its memory."""
+    if per_device is not None:
+        return [Child(d, s) for d in devices for s in range(per_device)]
+    from workers.packing import auto_slot_count, packing_budget, probe_free_bytes
+
+    children = []
+    for device in devices:
+        free = probe_free_bytes(device.torch_device, device.visible, declared_gib)
+        slots = auto_slot_count(device.torch_device, free)
+        budget = packing_budget(device.torch_device, free, slots)
+        logger.info(
+            "packing %s: %.0f MiB free, %d slot(s) sharing %.0f MiB for their trials",
+            device.label,
+            free / 2**20,
+            slots,
+            budget / 2**20,
+        )
+        children += [Child(device, s, memory_budget=budget) for s in range(slots)]
+    return children
 
 
 class StudySummaries:
@@ -134,7 +176,7 @@ class StudySummaries:
 class Supervisor:
     settings: Settings
     devices: list[Device]
-    per_device: int = 1
+    per_device: int | None = 1  # None: ``auto``, packed by memory
     studies: list[str] = field(default_factory=list)
     max_trials: int | None = None
     exit_when_idle: bool = False
@@ -145,7 +187,9 @@ class Supervisor:
         """Run until every slot is done or a stop signal arrives; returns 0."""
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
-        self.children = [Child(d, s) for d in self.devices for s in range(self.per_device)]
+        self.children = plan_children(
+            self.devices, self.per_device, self.settings.device_memory_gib
+        )
         # One LISTEN connection for all slots instead of one each.
         relay = WakeupRelay.for_settings(self.settings)
         if relay is not None:
@@ -236,6 +280,10 @@ class Supervisor:
             args += ["--max-trials", str(self.max_trials)]
         if self.exit_when_idle:
             args.append("--exit-when-idle")
+        if child.memory_budget is not None:
+            args += ["--memory-budget", str(child.memory_budget)]
+        if child.device.torch_device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            args.append("--share-cores")
         inherited: tuple[int, ...] = ()
         if child.wakeup_fd is not None:
             args += ["--wakeup-fd", str(child.wakeup_fd)]
@@ -246,7 +294,8 @@ class Supervisor:
         env = dict(os.environ)
         env["CUDA_VISIBLE_DEVICES"] = child.device.visible
         if child.device.torch_device == "cpu":
-            # CPU slots share the cores instead of each starting one thread per core.
+            # CPU slots share the cores instead of each starting one thread per core;
+            # with --share-cores each trial then takes its share of every worker's slots.
             cpu_slots = sum(1 for c in self.children if c.device.torch_device == "cpu")
             threads = str(max(1, (os.cpu_count() or 1) // max(1, cpu_slots)))
             env.setdefault("OMP_NUM_THREADS", threads)

@@ -11,12 +11,15 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from service.cli import admin as admin_commands
 from service.cli import dashboard as dashboard_command
 from service.cli import demo as demo_command
+from service.cli import fleet as fleet_commands
 from service.cli import studies as study_commands
+from service.cli import trials as trial_commands
 from service.cli.client import ApiClient, ClientError
+from service.cli.environment import require_extra, warn_unknown_variables
 from storage.errors import HpoError
 from storage.settings import Settings, is_loopback
 
@@ -40,7 +43,12 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def load_settings() -> Settings:
-    """The settings from ``HPO_*``; a bad value is a user error, not a traceback."""
+    """The settings from ``HPO_*``; a bad value is a user error, not a traceback.
+
+    ``HPO_*`` variables that no setting reads are reported (with the closest
+    known name), once per process: a typo would otherwise be silently ignored.
+    """
+    warn_unknown_variables(err_console)
     try:
         return Settings()
     except ValidationError as exc:
@@ -55,7 +63,31 @@ def _client() -> ApiClient:
     return ApiClient(settings.api_url, settings.api_token)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from hpo import __version__
+
+        console.print(f"hpo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Hyperparameter optimization service: studies over REST, GPU workers, Optuna and MLflow."""
+
+
 study_commands.register(app, _client)
+trial_commands.register(app, _client)
+fleet_commands.register(app, _client)
+admin_commands.register_transfer(app, _client)
+admin_commands.register_tokens(token_app, _client)
 dashboard_command.register(app)
 
 
@@ -69,6 +101,7 @@ def serve(
     ] = 1,
 ) -> None:
     """Serve the REST API (OpenAPI at /docs)."""
+    require_extra("server", "uvicorn", "fastapi", "sqlalchemy", "optuna")
     import uvicorn
 
     from service.app import create_app
@@ -106,6 +139,9 @@ def serve(
 
 
 def _upgrade(settings: Settings) -> None:
+    require_extra("server", "sqlalchemy", "alembic", "optuna")
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
     from storage.migrate import (
         upgrade_mlflow_store,
         upgrade_optuna_schema,
@@ -132,7 +168,9 @@ def _upgrade(settings: Settings) -> None:
 @app.command()
 def worker(
     devices: Annotated[str, typer.Option(help="auto, cpu, or GPU indices such as 0,1")] = "auto",
-    per_device: Annotated[int, typer.Option(min=1, max=64, help="slots per device")] = 1,
+    per_device: Annotated[
+        str, typer.Option(help="slots per device (1-64), or auto: as many as fit in its memory")
+    ] = "1",
     study: Annotated[list[str] | None, typer.Option(help="only these studies (repeatable)")] = None,
     max_trials: Annotated[
         int | None, typer.Option(min=1, help="each slot exits after this many trials")
@@ -140,17 +178,19 @@ def worker(
     exit_when_idle: Annotated[bool, typer.Option(help="exit when no study has work left")] = False,
 ) -> None:
     """Pull and run trials: one process per device slot."""
+    require_extra("worker", "torch", "transformers", "optuna", "sqlalchemy", "mlflow")
     from storage.readiness import check_databases
-    from workers.supervisor import DeviceError, Supervisor, resolve_devices
+    from workers.supervisor import DeviceError, Supervisor, parse_per_device, resolve_devices
 
     configure_logging()
     settings = load_settings()
     try:
         resolved = resolve_devices(devices)
+        slots = parse_per_device(per_device)
     except DeviceError as exc:
         raise ClientError(str(exc)) from None
     check_databases(settings.database_url, settings.optuna_storage)
-    supervisor = Supervisor(settings, resolved, per_device, study or [], max_trials, exit_when_idle)
+    supervisor = Supervisor(settings, resolved, slots, study or [], max_trials, exit_when_idle)
     raise typer.Exit(supervisor.run())
 
 
@@ -172,7 +212,8 @@ def token_create(
     name: Annotated[str, typer.Option(help="who or what the token is for")],
     scope: Annotated[str, typer.Option(help="read, write or admin")] = "read",
 ) -> None:
-    """Print a new API token once (only its hash is stored)."""
+    """Print a new API token once (only its hash is stored); needs the service database."""
+    require_extra("server", "sqlalchemy")
     from storage.db import Database
     from storage.readiness import check_service_schema
     from storage.tokens import Scope, create_token

@@ -33,6 +33,7 @@ from workers.training.checkpoint import (
     replace_directory,
     save_checkpoint,
 )
+from workers.training.memory import estimate_training_bytes, measured_peak_bytes, reset_peak_memory
 from workers.training.models import trainable_parameters_m
 from workers.training.optim import build_optimizer, build_scheduler, decayed_parameters, l1_norm
 from workers.training.runtime import (
@@ -146,6 +147,8 @@ def _train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict
         from_epoch=start.epoch, from_step_in_epoch=start.step_in_epoch, done=start.step
     ):
         loss = _optimizer_step(session, planned.micro_batches)
+        if planned.step == start.step + 1 and (peak := measured_peak_bytes(session.device)):
+            ctx.reserve_device_memory(peak)  # the measured first step corrects the estimate
         position = Position(planned.step, planned.epoch, planned.step_in_epoch)
         if not math.isfinite(loss):
             ctx.log.warning("training diverged at step %d (loss %s); stopping", position.step, loss)
@@ -174,6 +177,10 @@ def _train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict
 def _open_session(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> _Session:
     device = torch.device(settings.device)
     configure_device(device)
+    # On a packed device this waits until the trial fits (workers/packing.py).
+    seq_len = max(job.train_lengths, default=1)
+    ctx.reserve_device_memory(estimate_training_bytes(job.model, settings, seq_len))
+    reset_peak_memory(device)
     model = job.model.to(device)
     optimizer = build_optimizer(model, settings)
     total_steps = StepPlan(job.train_lengths, settings).total_steps
