@@ -85,14 +85,23 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
     ctx.set_info(compute_s=round(used.compute_s, 3), train_examples=used.train_examples)
     result = _settle(env, claim, spec, trial, result, usage=used)
     log.info(
-        "trial %d of %s: %s%s",
+        "trial %d of %s: %s%s%s",
         trial.number,
         claim.study_name,
         result.outcome.state,
         f" ({result.outcome.fail_reason})" if result.outcome.fail_reason else "",
+        _values_text(spec, result.values),
     )
     env.after_trial(claim, spec, trial, ctx, result)
     return result
+
+
+def _values_text(spec: StudySpec, values: list[float] | None) -> str:
+    """`` val_accuracy=0.8312``: the result, so that a worker's log shows how trials did."""
+    if not values:
+        return ""
+    metrics = [o.metric for o in spec.objective_list]
+    return " " + " ".join(f"{m}={v:.6g}" for m, v in zip(metrics, values, strict=False))
 
 
 def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
