@@ -48,12 +48,19 @@ class Progress:
     def summary(self) -> str:
         """``3/8 finished, 2 running, elapsed 1m05s, ETA 1m48s, best 0.91``."""
         parts = [f"{self.finished}/{self.n_trials} finished", f"{self.active} running"]
+        if self.timing():
+            parts.append(self.timing())
+        if self.best is not None:
+            parts.append(f"best {self.best:.4g}")
+        return ", ".join(parts)
+
+    def timing(self) -> str:
+        """``elapsed 1m05s, ETA 1m48s`` (what is known of it; empty before the first claim)."""
+        parts = []
         if self.elapsed is not None:
             parts.append(f"elapsed {format_duration(self.elapsed)}")
         if self.eta is not None and not self.done:
             parts.append(f"ETA {format_duration(self.eta)}")
-        if self.best is not None:
-            parts.append(f"best {self.best:.4g}")
         return ", ".join(parts)
 
     def running_summary(self) -> str:

@@ -85,7 +85,7 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
         raise _located(path, kind, exc.msg, exc.lineno, exc.colno) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        reason = " ".join(part for part in (exc.context, exc.problem) if part) or "invalid"
+        reason = "; ".join(part for part in (exc.context, exc.problem) if part) or "invalid"
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
         raise _located(path, kind, reason, line, column) from None
     except yaml.YAMLError as exc:

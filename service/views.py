@@ -38,7 +38,10 @@ def study_links(state: AppState, study: Study) -> dict[str, str | None]:
         )
     mlflow = None
     if settings.mlflow_ui_url and study.mlflow_experiment_id:
-        mlflow = f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{study.mlflow_experiment_id}"
+        # The runs view: the bare experiment page of MLflow 3 may open on its traces tab.
+        mlflow = (
+            f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{study.mlflow_experiment_id}/runs"
+        )
     return {"dashboard": dashboard, "mlflow": mlflow}
 
 

@@ -34,6 +34,9 @@ def dashboard(
 
     Sign in at /login with an API token, or send Authorization: Bearer <token>.
     """
+    from service.cli.environment import require_extra
+
+    require_extra("server", "uvicorn", "optuna_dashboard", "sqlalchemy")
     import uvicorn
 
     # The CLI's main module imports this one; its helpers are looked up at run time.

@@ -239,12 +239,13 @@ def main() -> None:
     try:
         app()
     except ClientError as exc:
-        err_console.print(f"[red]error:[/] {escape(exc.message)}", highlight=False)
+        # One line per message, however narrow the terminal: people grep these.
+        err_console.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         for detail in exc.details:
-            err_console.print(f"  - {escape(detail)}", highlight=False)
+            err_console.print(f"  - {escape(detail)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except HpoError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

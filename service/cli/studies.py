@@ -1,131 +1,130 @@
-"""REST-client commands: submit, ls, show, watch, best, pause, resume, cancel, delete."""
+"""REST-client commands on studies: submit, ls, show, watch, best, pause, resume, cancel, delete."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console
 
 from service.cli import render
-from service.cli.client import ApiClient
+from service.cli.client import ApiClient, ClientError
+from service.cli.output import Format, OutputOption, emit, flatten, trial_row
 from service.cli.spec_files import load_spec_file
+from service.cli.watch import latest_trials, watch_study
 
-TERMINAL = {"completed", "cancelled", "failed"}
+__all__ = ["latest_trials", "register", "watch_study"]
 console = Console()
+err_console = Console(stderr=True)
+ClientFactory = Callable[[], ApiClient]
+IntervalOption = Annotated[
+    float, typer.Option(min=0.1, max=3600, help="seconds between reads of the study")
+]
+# Where a transition leads; asking for it again is a no-op, not an error.
+ALREADY = {"pause": ("paused",), "resume": ("queued", "running"), "cancel": ("cancelled",)}
 
 
-def watch_study(client: ApiClient, name: str, interval: float = 2.0) -> dict[str, Any]:
-    """Show a study live until it reaches a final status; return its last view.
-
-    On a terminal the view is redrawn in place; otherwise (a log, a pipe) one
-    line is printed whenever the counts or the best value change.
-    """
-    study: dict[str, Any] = client.get(f"/studies/{name}")
-    if not console.is_terminal:
-        return _follow_in_lines(client, study, interval)
-    with Live(_watch_view(client, study), console=console, refresh_per_second=4) as live:
-        while study["status"] not in TERMINAL:
-            time.sleep(interval)
-            study = client.get(f"/studies/{name}")
-            live.update(_watch_view(client, study))
-    return study
+def study_row(item: dict[str, Any]) -> dict[str, Any]:
+    """A study as one CSV row: dotted budget columns, no spec."""
+    return flatten({k: v for k, v in item.items() if k not in ("spec", "best", "links", "counts")})
 
 
-def _follow_in_lines(client: ApiClient, study: dict[str, Any], interval: float) -> dict[str, Any]:
-    last = ""
-    while True:
-        line = render.progress_line(study)
-        if line != last:
-            console.print(line, highlight=False, soft_wrap=True)
-            last = line
-        if study["status"] in TERMINAL:
-            return study
-        time.sleep(interval)
-        study = client.get(f"/studies/{study['name']}")
+def register(app: typer.Typer, client_factory: ClientFactory) -> None:
+    """Add the study commands to ``app``; ``client_factory()`` opens an ApiClient."""
+    _register_reads(app, client_factory)
+    _register_changes(app, client_factory)
 
 
-def latest_trials(client: ApiClient, name: str, count: int) -> list[dict[str, Any]]:
-    """The ``count`` trials with the highest numbers (pages are in number order)."""
-    total = int(client.get(f"/studies/{name}/trials", limit=1)["total"])
-    offset = max(0, total - count)
-    items: list[dict[str, Any]] = client.get(
-        f"/studies/{name}/trials", limit=max(1, min(count, 1000)), offset=offset
-    )["items"]
-    return items
-
-
-def _watch_view(client: ApiClient, study: dict[str, Any]) -> Group:
-    recent = latest_trials(client, study["name"], 8)
-    return Group(render.study_panel(study), render.trials_table(recent, "latest trials"))
-
-
-def register(app: typer.Typer, client_factory: Any) -> None:
-    """Add the client commands to ``app``; ``client_factory()`` opens an ApiClient."""
-
+def _register_reads(app: typer.Typer, client_factory: ClientFactory) -> None:
     @app.command()
     def submit(
         spec: Annotated[Path, typer.Argument(help="a study spec, YAML or JSON")],
         wait: Annotated[bool, typer.Option(help="watch the study until it ends")] = False,
+        interval: IntervalOption = 2.0,
     ) -> None:
         """Submit a study spec."""
         client = client_factory()
         study = client.post("/studies", load_spec_file(spec))
         console.print(f"created study [bold]{study['name']}[/] ({study['status']})")
         if wait:
-            study = watch_study(client, study["name"])
+            study = watch_study(client, study["name"], interval)
             raise typer.Exit(0 if study["status"] == "completed" else 1)
+        console.print(f"follow it with: hpo watch {study['name']}", highlight=False)
 
     @app.command("ls")
     def list_studies(
         status: Annotated[str | None, typer.Option(help="only studies with this status")] = None,
-        limit: int = 50,
+        limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+        output: OutputOption = Format.TABLE,
     ) -> None:
-        """List studies."""
-        console.print(
-            render.studies_table(client_factory().get("/studies", status=status, limit=limit))
-        )
+        """List studies, newest first."""
+        page = client_factory().get("/studies", status=status, limit=limit)
+        emit(output, page, map(study_row, page["items"]), lambda: render.studies_table(page))
 
     @app.command()
     def show(
-        name: str, trials: Annotated[int, typer.Option(help="latest trials to list")] = 10
+        name: str,
+        trials: Annotated[int, typer.Option(help="latest trials to list (table)")] = 10,
+        output: OutputOption = Format.TABLE,
     ) -> None:
         """Show a study: status, budget, counts, best trial, links."""
         client = client_factory()
-        console.print(render.study_panel(client.get(f"/studies/{name}")))
-        if trials > 0:
-            recent = latest_trials(client, name, trials)
-            console.print(render.trials_table(recent, "latest trials"))
+        study = client.get(f"/studies/{name}")
+
+        def table() -> list[Any]:
+            parts: list[Any] = [render.study_panel(study)]
+            if trials > 0:
+                parts.append(render.trials_table(latest_trials(client, name, trials), "latest"))
+            return parts
+
+        row = study_row(study) | {f"counts.{k}": v for k, v in study["counts"].items()}
+        emit(output, study, [row], table)
 
     @app.command()
-    def watch(name: str) -> None:
-        """Follow a study live until it ends."""
-        watch_study(client_factory(), name)
+    def watch(name: str, interval: IntervalOption = 2.0) -> None:
+        """Follow a study live until it ends: progress, ETA, running trials, warnings."""
+        watch_study(client_factory(), name, interval)
 
     @app.command()
-    def best(name: str) -> None:
+    def best(name: str, output: OutputOption = Format.TABLE) -> None:
         """Show the best trial (or the Pareto front)."""
         result = client_factory().get(f"/studies/{name}/best")
+        trials = result.get("pareto_front", [result])
         if "pareto_front" in result:
-            console.print(render.trials_table(result["pareto_front"], "Pareto front"))
+            emit(
+                output,
+                result,
+                map(trial_row, trials),
+                lambda: render.trials_table(trials, "Pareto front"),
+            )
         else:
-            console.print(render.trial_detail(result))
+            emit(output, result, [trial_row(result)], lambda: render.trial_detail(result))
 
+
+def _register_changes(app: typer.Typer, client_factory: ClientFactory) -> None:
     def _transition(name: str, action: str) -> None:
-        study = client_factory().post(f"/studies/{name}/{action}")
+        client = client_factory()
+        try:
+            study = client.post(f"/studies/{name}/{action}")
+        except ClientError as exc:
+            if exc.status != 409:
+                raise
+            study = client.get(f"/studies/{name}")
+            if study["status"] not in ALREADY[action]:
+                raise
+            err_console.print(f"note: {name} is already {study['status']}; nothing to do")
         console.print(f"{name}: {study['status']}")
 
     @app.command()
     def pause(name: str) -> None:
-        """Pause a study (running trials finish)."""
+        """Pause a study (running trials finish); a paused study stays paused."""
         _transition(name, "pause")
 
     @app.command()
     def resume(name: str) -> None:
-        """Resume a paused study."""
+        """Resume a paused study; a study that is not paused is left as it is."""
         _transition(name, "resume")
 
     @app.command()
@@ -134,7 +133,22 @@ def register(app: typer.Typer, client_factory: Any) -> None:
         _transition(name, "cancel")
 
     @app.command()
-    def delete(name: str) -> None:
-        """Delete a study and its trials."""
-        client_factory().delete(f"/studies/{name}")
+    def delete(
+        name: str,
+        yes: Annotated[
+            bool, typer.Option("--yes", "-y", help="do not ask for confirmation")
+        ] = False,
+    ) -> None:
+        """Delete a study and its trials (asks first unless --yes)."""
+        client = client_factory()
+        if not yes:
+            study = client.get(f"/studies/{name}")
+            counts = "  ".join(f"{k} {v}" for k, v in study["counts"].items() if v) or "no trials"
+            if not typer.confirm(
+                f"delete study {name} ({study['status']}; {counts}) and all its trials?",
+                err=True,
+            ):
+                err_console.print("not deleted")
+                raise typer.Exit(1)
+        client.delete(f"/studies/{name}")
         console.print(f"deleted {name}")
