@@ -70,6 +70,11 @@ class Case:
     data_csv: str
     cache_dir: str
     device: str
+    # CPU threads: a fixed count, or (with ``cpu_registry``) the slot's share of the
+    # cores among the processes registered there (workers/cpu_share.py).
+    threads: int = 0
+    cpu_registry: str = ""
+    cpu_peers: int = 1
 
 
 def main() -> None:
@@ -77,6 +82,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.case:
         print("RESULT " + json.dumps(measure(Case(**json.loads(args.case)))))
+        return
+    if args.cpu_slots:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # when run as a script
+        from benchmarks.cpu_slots import compare_cpu_slots
+
+        compare_cpu_slots(args, sys.modules[__name__])
         return
     device = args.device if args.device != "auto" else _detect_device()
     with tempfile.TemporaryDirectory(prefix="throughput-") as scratch:
@@ -119,6 +130,13 @@ def _parse_args() -> argparse.Namespace:
         help="bf16 peak of the GPU, for MFU (default: known models)",
     )
     parser.add_argument("--write", default=None, help="update this RESULTS.md section")
+    parser.add_argument(
+        "--cpu-slots",
+        type=int,
+        default=0,
+        help="instead: N CPU trainings at once, as N one-slot hpo workers on this machine "
+        "ran them (every core each) against the host-wide split (cores / N each)",
+    )
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -192,15 +210,34 @@ def _best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_in_subprocess(case: Case, index: int) -> dict[str, Any]:
     """Measure ``case`` (number ``index``) in a fresh interpreter; return its figures."""
-    command = [sys.executable, __file__, "--case", json.dumps(asdict(case))]
-    logger.info("measuring %s / %s ...", case.label, case.runner)
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    finished = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    for line in finished.stdout.splitlines():
+    return run_together([case], index)[0]
+
+
+def run_together(cases: list[Case], index: int = 0) -> list[dict[str, Any]]:
+    """Measure ``cases`` at the same time, each in a fresh interpreter; return their figures."""
+    procs = []
+    for case in cases:
+        logger.info("measuring %s / %s ...", case.label, case.runner)
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        if case.threads or case.cpu_registry:
+            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                env.pop(name, None)  # the case sets its own
+        command = [sys.executable, __file__, "--case", json.dumps(asdict(case))]
+        procs.append(
+            subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+        )
+    return [_result(proc, case, index) for proc, case in zip(procs, cases, strict=True)]
+
+
+def _result(proc: subprocess.Popen[str], case: Case, index: int) -> dict[str, Any]:
+    stdout, stderr = proc.communicate()
+    for line in stdout.splitlines():
         if line.startswith("RESULT "):
             result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
             return {**result, "case": index}
-    raise RuntimeError(f"{case.runner} failed:\n{finished.stderr[-4000:]}")
+    raise RuntimeError(f"{case.runner} failed:\n{stderr[-4000:]}")
 
 
 # --- inside the measuring process ----------------------------------------------------
@@ -244,6 +281,7 @@ class StepTimer:
 
 def measure(case: Case) -> dict[str, Any]:
     """Run one case in this process and return its figures."""
+    threads = _take_threads(case)
     import torch
     from transformers import BertForSequenceClassification
 
@@ -257,11 +295,30 @@ def measure(case: Case) -> dict[str, Any]:
     figures.update(
         runner=case.runner, label=case.label, params_m=params_m, peak_rss_mib=rss_kib / 1024
     )
+    figures["threads"] = threads or torch.get_num_threads()
     if cuda:
         figures["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
         figures["gpu"] = torch.cuda.get_device_name()
         figures["flops_per_token"] = _training_flops_per_token(case, figures["mean_width"])
     return figures
+
+
+def _take_threads(case: Case) -> int:
+    """Set this process's CPU threads before torch starts; 0 when left to torch."""
+    if case.cpu_registry:
+        from workers.cpu_share import CpuShare
+
+        share = CpuShare(Path(case.cpu_registry))
+        share.join()
+        # The slots of both workers are up before either trial starts, as in a fleet.
+        deadline = time.monotonic() + 60
+        while share.live_slots() < case.cpu_peers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return share.apply()
+    if case.threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(case.threads)
+    return case.threads
 
 
 def _dataset_spec(case: Case) -> Any:
@@ -474,11 +531,11 @@ def _mfu(result: dict[str, Any], peak_tflops: float | None) -> str:
     return f"{result['tokens_per_s'] * result['flops_per_token'] / peak:.1%}"
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, heading: str = SECTION) -> None:
     """Replace (or append) this benchmark's section of ``path``; keep the others."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
     if start is None:
         updated = text.rstrip("\n") + "\n\n" + section
     else:
