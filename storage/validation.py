@@ -26,6 +26,7 @@ from storage.spec import (
     parse_spec,
 )
 from storage.tasks import AnyParam, HyperParameter, TaskDeclaration, get_declaration
+from storage.tasks.seq2seq import HubPairDataset
 from storage.tasks.text import HubTextDataset
 
 
@@ -133,7 +134,8 @@ def _resolve_task_defaults(
 def _check_against_task(
     spec: StudySpec, declaration: TaskDeclaration, policy: ValidationPolicy
 ) -> list[ErrorDetail]:
-    errors = _check_objectives(spec, declaration)
+    config = declaration.config_model.model_validate(spec.task.config)
+    errors = _check_objectives(spec, declaration, config)
     space = spec.search_space or {}
     for name, param in space.items():
         hyper = declaration.hyperparameters.get(name)
@@ -147,14 +149,15 @@ def _check_against_task(
             )
         else:
             errors += _check_param(name, param, hyper)
-    config = declaration.config_model.model_validate(spec.task.config)
     if declaration.check is not None:
         errors += declaration.check(config, space)
     errors += _check_paths(config, policy)
     return errors
 
 
-def _check_objectives(spec: StudySpec, declaration: TaskDeclaration) -> list[ErrorDetail]:
+def _check_objectives(
+    spec: StudySpec, declaration: TaskDeclaration, config: BaseModel
+) -> list[ErrorDetail]:
     errors = []
     single = spec.objectives is None
     seen: set[str] = set()
@@ -170,6 +173,10 @@ def _check_objectives(spec: StudySpec, declaration: TaskDeclaration) -> list[Err
                     f"it reports {', '.join(declaration.metrics)}",
                 )
             )
+        elif declaration.metric_problem is not None:
+            problem = declaration.metric_problem(config, objective.metric)
+            if problem is not None:
+                errors.append(ErrorDetail(loc, problem))
         if objective.metric in seen:
             errors.append(ErrorDetail(loc, f"{objective.metric!r} is listed twice"))
         seen.add(objective.metric)
@@ -218,7 +225,7 @@ def _check_value(
 def _check_paths(config: BaseModel, policy: ValidationPolicy) -> list[ErrorDetail]:
     errors = []
     dataset = getattr(config, "dataset", None)
-    if isinstance(dataset, HubTextDataset) and looks_like_path(dataset.name):
+    if isinstance(dataset, HubTextDataset | HubPairDataset) and looks_like_path(dataset.name):
         errors.append(
             ErrorDetail(
                 ("task", "config", "dataset", "name"),

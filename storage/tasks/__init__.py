@@ -53,6 +53,8 @@ class TaskDeclaration:
     # models), by a name users see in GET /tasks; the first is the plain default.
     spaces: dict[str, Callable[[], dict[str, AnyParam]]] = field(default_factory=dict)
     choose_space: Callable[[BaseModel], str] | None = field(default=None, repr=False)
+    # Metrics that only some configs report: (config, metric) -> why not, or None.
+    metric_problem: Callable[[BaseModel, str], str | None] | None = field(default=None, repr=False)
 
     def default_search_space(self, config: BaseModel | None = None) -> dict[str, AnyParam]:
         """The space searched when a spec gives none; ``config`` may pick another one."""
@@ -94,4 +96,4 @@ def all_declarations() -> list[TaskDeclaration]:
 
 def _load_builtin() -> None:
     # Imported lazily so that each module can import this one for ``register``.
-    from storage.tasks import mlp, text  # noqa: F401
+    from storage.tasks import mlp, seq2seq, text  # noqa: F401

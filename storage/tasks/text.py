@@ -130,9 +130,16 @@ class TextClassificationConfig(_TransformerConfig):
 class MaskedLmConfig(_TransformerConfig):
     dataset: CorpusDataset = Field(default_factory=BuiltinTextDataset)
     mlm_probability: float = Field(default=0.15, gt=0, lt=1)
+    objective: Literal["mlm", "mlm+nsp"] = Field(
+        default="mlm",
+        description=(
+            "mlm: masked LM on single texts; mlm+nsp: BERT's pretraining, masked LM plus "
+            "next-sentence prediction on sentence pairs (half consecutive, half random)"
+        ),
+    )
 
 
-def _shared_hyperparameters() -> dict[str, HyperParameter]:
+def shared_hyperparameters() -> dict[str, HyperParameter]:
     return {
         "learning_rate": HyperParameter(
             "float",
@@ -242,7 +249,30 @@ def _shared_hyperparameters() -> dict[str, HyperParameter]:
 _ARCHITECTURE = ("num_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 
 
-def _check_pretrained_space(config: BaseModel, space: dict[str, AnyParam]) -> list[ErrorDetail]:
+def augmentation_hyperparameters() -> dict[str, HyperParameter]:
+    """Token-level noise on training inputs (never on validation), off by default."""
+    return {
+        "augment_deletion": HyperParameter(
+            "float", 0.0, "chance that a training token is deleted", None, bounds=(0.0, 0.5)
+        ),
+        "augment_swap": HyperParameter(
+            "float",
+            0.0,
+            "chance that a training token swaps places with the next one",
+            None,
+            bounds=(0.0, 0.5),
+        ),
+        "augment_mask": HyperParameter(
+            "float",
+            0.0,
+            "chance that a training token is replaced by the mask (or unknown) token",
+            None,
+            bounds=(0.0, 0.5),
+        ),
+    }
+
+
+def check_pretrained_space(config: BaseModel, space: dict[str, AnyParam]) -> list[ErrorDetail]:
     """A pretrained checkpoint fixes the architecture: tuning it would be ignored."""
     model = getattr(config, "model", None)
     if not isinstance(model, PretrainedModel):
@@ -292,17 +322,18 @@ def _pretrained_space() -> dict[str, AnyParam]:
 _SPACES = {"scratch": _scratch_space, "pretrained": _pretrained_space}
 
 
-def _model_source(config: BaseModel) -> str:
+def model_source(config: BaseModel) -> str:
     return (
         "pretrained" if isinstance(getattr(config, "model", None), PretrainedModel) else "scratch"
     )
 
 
 def _text_classification() -> TaskDeclaration:
-    hyperparameters = _shared_hyperparameters()
+    hyperparameters = shared_hyperparameters()
     hyperparameters["label_smoothing"] = HyperParameter(
         "float", 0.0, "label smoothing of the cross-entropy", None, bounds=(0.0, 0.5)
     )
+    hyperparameters.update(augmentation_hyperparameters())
     return TaskDeclaration(
         name="text-classification",
         description="Fine-tune or train from scratch a BERT sequence classifier "
@@ -317,24 +348,44 @@ def _text_classification() -> TaskDeclaration:
         config_model=TextClassificationConfig,
         hyperparameters=hyperparameters,
         default_objective="val_accuracy",
-        check=_check_pretrained_space,
+        check=check_pretrained_space,
         spaces=_SPACES,
-        choose_space=_model_source,
+        choose_space=model_source,
     )
+
+
+NSP_METRICS = ("val_nsp_accuracy", "val_nsp_loss", "val_mlm_loss")
+
+
+def nsp_metric_problem(config: BaseModel, metric: str) -> str | None:
+    """Why ``metric`` cannot be optimized with this config (NSP metrics need NSP)."""
+    if metric in NSP_METRICS and getattr(config, "objective", "mlm") != "mlm+nsp":
+        return f"{metric!r} is reported only with task.config.objective: mlm+nsp"
+    return None
 
 
 def _masked_lm() -> TaskDeclaration:
     return TaskDeclaration(
         name="masked-lm",
         description="Pretrain a BERT masked language model (BertForMaskedLM; 15% of "
-        "tokens, 80/10/10 mask/random/keep) on the builtin corpus or local text.",
-        metrics={"val_loss": "minimize", "val_perplexity": "minimize", "params_m": "minimize"},
+        "tokens, 80/10/10 mask/random/keep) on the builtin corpus or local text; with "
+        "objective mlm+nsp, BERT's pretraining (BertForPreTraining: masked LM plus "
+        "next-sentence prediction).",
+        metrics={
+            "val_loss": "minimize",
+            "val_perplexity": "minimize",
+            "val_mlm_loss": "minimize",
+            "val_nsp_loss": "minimize",
+            "val_nsp_accuracy": "maximize",
+            "params_m": "minimize",
+        },
         config_model=MaskedLmConfig,
-        hyperparameters=_shared_hyperparameters(),
+        hyperparameters=shared_hyperparameters(),
         default_objective="val_perplexity",
-        check=_check_pretrained_space,
+        check=check_pretrained_space,
+        metric_problem=nsp_metric_problem,
         spaces=_SPACES,
-        choose_space=_model_source,
+        choose_space=model_source,
     )
 
 

@@ -11,7 +11,6 @@ import optuna
 import pytest
 
 from storage.tasks import get_declaration
-from storage.tasks.text import MaskedLmConfig, TextClassificationConfig
 from workers.context import TrialContext
 
 # Small enough for two CPU cores, big enough to learn the builtin task.
@@ -57,13 +56,12 @@ def make_context(tmp_path: Path) -> ContextFactory:
     ) -> TrialContext:
         declaration = get_declaration(task)
         assert declaration is not None
-        model = TextClassificationConfig if task == "text-classification" else MaskedLmConfig
         study = study or optuna.create_study(direction=declaration.metrics[objective])
         trial = study.ask()
         return TrialContext(
             trial=trial,
             params={**declaration.defaults(), **(params or {})},
-            config=model.model_validate(config or {}).model_dump(mode="json"),
+            config=declaration.config_model.model_validate(config or {}).model_dump(mode="json"),
             objective_metrics=[objective],
             seed=seed,
             device="cpu",

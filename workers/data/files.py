@@ -57,7 +57,12 @@ def file_digest(path: Path) -> str:
 
 
 def read_table_split(
-    path: Path, source: str, text_column: str, label_column: str | None
+    path: Path,
+    source: str,
+    text_column: str,
+    label_column: str | None,
+    *,
+    column_fields: str = "text_column / label_column",
 ) -> RawSplit:
     """Rows of a csv / jsonl / parquet file as texts (and labels).
 
@@ -73,7 +78,7 @@ def read_table_split(
         # The header is data too (a file's first line): count its columns, never quote them.
         raise DatasetError(
             f"{path.name}: column(s) {', '.join(map(repr, missing))} not found among its "
-            f"{len(frame.columns)} columns (set text_column / label_column)"
+            f"{len(frame.columns)} columns (set {column_fields})"
         )
     kept = frame[wanted].dropna()
     if len(kept) < len(frame):

@@ -8,6 +8,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from storage.tasks.text import (
     BuiltinTextDataset,
     FileTextDataset,
@@ -66,7 +68,7 @@ def load_text_data(spec: DatasetSpec, roots: list[Path], *, with_labels: bool) -
     if validation is None:
         train, validation = split_validation(train, _validation_fraction(spec))
     # Rows without a label are dropped only when labels are read: other texts.
-    fingerprint = _fingerprint(spec, f"{identity}|labels={with_labels}")
+    fingerprint = fingerprint_of(spec, f"{identity}|labels={with_labels}")
     if not with_labels:
         return TextData(train.texts, validation.texts, None, None, None, fingerprint)
     if train.labels is None or validation.labels is None:
@@ -124,7 +126,8 @@ def _validation_fraction(spec: DatasetSpec) -> float:
     return float(getattr(spec, "validation_fraction", 0.1))
 
 
-def _fingerprint(spec: DatasetSpec, identity: str) -> str:
+def fingerprint_of(spec: BaseModel, identity: str) -> str:
+    """SHA-256 over a dataset spec and a string that identifies its data."""
     digest = hashlib.sha256()
     digest.update(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode())
     digest.update(b"\0")

@@ -17,6 +17,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "mlp-classifier": "workers.tasks.mlp:run",
     "text-classification": "workers.tasks.text_classification:run",
     "masked-lm": "workers.tasks.masked_lm:run",
+    "seq2seq": "workers.tasks.seq2seq:run",
 }
 
 

@@ -57,7 +57,8 @@ def run(ctx: TrialContext) -> dict[str, float]:
         config.model,
         model_class=AutoModelForMaskedLM,
         ctx=ctx,
-        data=data,
+        corpus=data.train_texts,
+        fingerprint=data.fingerprint,
         max_seq_len=config.max_seq_len,
     )
     job = _job(built, data, ctx, settings, probability=config.mlm_probability)

@@ -92,6 +92,15 @@ def _version_of_run(client: MlflowClient, name: str, run_id: str) -> str | None:
 
 def _log_by_flavor(model_dir: Path, task: str, study: str) -> Any:
     requirements = _requirements()
+    if task == "seq2seq":
+        # transformers 5 has no text2text pipeline for MLflow's flavor to wrap.
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("seq2seq_pyfunc.py")),
+            artifacts={"model": str(model_dir.resolve())},
+            registered_model_name=study,
+            pip_requirements=requirements,
+        )
     if task in PIPELINE_TASKS:
         import transformers
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -34,3 +35,34 @@ def perplexity(mean_loss: float) -> float:
     if math.isnan(mean_loss):
         return math.nan
     return math.exp(min(mean_loss, MAX_LOG_PERPLEXITY))
+
+
+def generation_scores(
+    predictions: Sequence[str], references: Sequence[str], *, lowercase: bool = False
+) -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu, 0-100) and exact match (0-1) of generations.
+
+    Exact match compares the texts after sacrebleu's 13a tokenization, so that a
+    detokenizer's spacing around punctuation does not count as a difference.
+    ``lowercase`` makes all three case-insensitive (for uncased tokenizers).
+    """
+    from sacrebleu.metrics.bleu import BLEU
+    from sacrebleu.metrics.chrf import CHRF
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    if not references:
+        return {"val_bleu": math.nan, "val_chrf": math.nan, "val_exact_match": math.nan}
+    hypotheses, refs = list(predictions), [list(references)]
+    bleu = BLEU(lowercase=lowercase).corpus_score(hypotheses, refs)
+    chrf = CHRF(lowercase=lowercase).corpus_score(hypotheses, refs)
+    tokenize = Tokenizer13a()  # type: ignore[no-untyped-call]
+
+    def normal(text: str) -> str:
+        return str(tokenize(text.lower() if lowercase else text)).strip()
+
+    matches = sum(normal(p) == normal(r) for p, r in zip(hypotheses, references, strict=True))
+    return {
+        "val_bleu": float(bleu.score),
+        "val_chrf": float(chrf.score),
+        "val_exact_match": matches / len(references),
+    }

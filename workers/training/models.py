@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers import AutoConfig, BertConfig
+from transformers import AutoConfig, BartConfig, BertConfig, PretrainedConfig
 
 from storage.paths import PathNotAllowedError, looks_like_path, resolve_confined
 from storage.tasks.text import PretrainedModel, ScratchModel
 from workers.context import TrialContext
-from workers.data import TextData, pretrained_tokenizer, scratch_tokenizer
+from workers.data import pretrained_tokenizer, scratch_tokenizer
+from workers.data.tokenization import CLS, SEP, SPECIAL_TOKENS
 from workers.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -39,16 +41,19 @@ def build_text_model(
     *,
     model_class: Any,
     ctx: TrialContext,
-    data: TextData,
+    corpus: Sequence[str],
+    fingerprint: str,
     max_seq_len: int,
+    scratch_config: Callable[..., PretrainedConfig] | None = None,
     **head: Any,
 ) -> TextModel:
     """The model a task trains, with the tokenizer that feeds it.
 
     ``model_class`` is a ``transformers`` auto class (``AutoModelFor...``).
-    Scratch: a WordPiece tokenizer trained on ``data`` (cached by its
-    fingerprint) and a BERT of that class built from a ``BertConfig`` sized
-    by ``ctx.params``. Pretrained: the checkpoint's tokenizer and
+    Scratch: a WordPiece tokenizer trained on ``corpus`` (cached by the
+    dataset ``fingerprint``) and a model of that class built from
+    ``scratch_config`` (default :func:`scratch_bert_config`) sized by
+    ``ctx.params``. Pretrained: the checkpoint's tokenizer and
     ``model_class.from_pretrained``. ``head`` (e.g. ``num_labels``) goes to
     the config in both cases.
 
@@ -57,13 +62,13 @@ def build_text_model(
     """
     if isinstance(spec, ScratchModel):
         tokenizer = scratch_tokenizer(
-            data.train_texts,
+            corpus,
             vocab_size=spec.vocab_size,
-            fingerprint=data.fingerprint,
+            fingerprint=fingerprint,
             cache_dir=ctx.cache_dir,
             max_length=max_seq_len,
         )
-        config = scratch_bert_config(
+        config = (scratch_config or scratch_bert_config)(
             ctx.params,
             vocab_size=len(tokenizer),
             max_seq_len=max_seq_len,
@@ -109,6 +114,51 @@ def scratch_bert_config(
         attention_probs_dropout_prob=float(params["attention_dropout"]),
         max_position_embeddings=max_seq_len,
         pad_token_id=pad_token_id,
+        **extra,
+    )
+
+
+def scratch_bart_config(
+    params: dict[str, Any],
+    *,
+    vocab_size: int,
+    max_seq_len: int,
+    pad_token_id: int,
+    max_positions: int | None = None,
+    **extra: Any,
+) -> BartConfig:
+    """An encoder-decoder ``BartConfig`` sized by the trial's hyperparameters.
+
+    ``num_layers`` layers each in the encoder and the decoder. The decoder
+    starts from ``[CLS]`` and stops at ``[SEP]``: the framing the scratch
+    tokenizer gives every text, so targets need no other special tokens.
+    """
+    heads = int(params["num_attention_heads"])
+    hidden = -(-int(params["hidden_size"]) // heads) * heads
+    layers = int(params["num_layers"])
+    cls_id, sep_id = SPECIAL_TOKENS.index(CLS), SPECIAL_TOKENS.index(SEP)
+    # BART's 0.02 suits its width of 1024; small decoders started that close to
+    # zero ignore the encoder for hundreds of steps (a plateau at the loss of an
+    # unconditional model). 1/sqrt(width) keeps the logits' scale at any width.
+    init_std = hidden**-0.5
+    return BartConfig(
+        vocab_size=vocab_size,
+        d_model=hidden,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=int(params["intermediate_size"]),
+        decoder_ffn_dim=int(params["intermediate_size"]),
+        dropout=float(params["hidden_dropout"]),
+        attention_dropout=float(params["attention_dropout"]),
+        max_position_embeddings=max(max_seq_len, max_positions or 0),
+        pad_token_id=pad_token_id,
+        bos_token_id=cls_id,
+        eos_token_id=sep_id,
+        decoder_start_token_id=cls_id,
+        forced_eos_token_id=sep_id,
+        init_std=init_std,
         **extra,
     )
 
