@@ -111,17 +111,46 @@ def _wait_ready(client: ApiClient, proc: subprocess.Popen[bytes], log: Path) -> 
 
 
 def _environment(settings: Settings, port: int) -> dict[str, str]:
+    # No dashboard or MLflow UI links unless they run (--ui) or the user set them.
     env = dict(os.environ)
     env["HPO_DATA_DIR"] = str(settings.data_dir)
     env["HPO_API_URL"] = f"http://127.0.0.1:{port}"
-    env.setdefault("HPO_DASHBOARD_URL", f"http://127.0.0.1:{DASHBOARD_PORT}")
-    env.setdefault("HPO_MLFLOW_UI_URL", f"http://127.0.0.1:{MLFLOW_UI_PORT}")
     if settings.admin_token:
         env["HPO_API_TOKEN"] = settings.admin_token
     return env
 
 
-def run_demo(settings: Settings, trials: int, port: int, upgrade: Any) -> int:
+def mlflow_store_uri(settings: Settings) -> str:
+    """The tracking URI with an absolute path, so that it works from any folder."""
+    uri = settings.mlflow_tracking_uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def _start_uis(settings: Settings, env: dict[str, str], logs: Path, stack: ExitStack) -> None:
+    """``--ui``: the Optuna dashboard and the MLflow UI on the demo's data, links in the API."""
+    dashboard_port = _free_port(DASHBOARD_PORT)
+    dashboard = _start(["dashboard", "--port", str(dashboard_port)], env, logs / "demo-ui.log")
+    stack.callback(_stop, dashboard)
+    mlflow_port = _free_port(MLFLOW_UI_PORT)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri"]
+    command += [mlflow_store_uri(settings), "--port", str(mlflow_port), "--workers", "1"]
+    mlflow_env = dict(env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    with (logs / "demo-ui.log").open("ab") as out:
+        mlflow = subprocess.Popen(command, env=mlflow_env, stdout=out, stderr=subprocess.STDOUT)
+    stack.callback(_stop, mlflow)
+    env["HPO_DASHBOARD_URL"] = f"http://127.0.0.1:{dashboard_port}"
+    env["HPO_MLFLOW_UI_URL"] = f"http://127.0.0.1:{mlflow_port}"
+    console.print(
+        f"Optuna dashboard on {env['HPO_DASHBOARD_URL']}, MLflow UI on "
+        f"{env['HPO_MLFLOW_UI_URL']} (log: {logs / 'demo-ui.log'})",
+        highlight=False,
+    )
+
+
+def run_demo(settings: Settings, trials: int, port: int, upgrade: Any, ui: bool = False) -> int:
     """Run the demo; return the process exit code."""
     settings.ensure_data_dir()
     logs = settings.data_dir / "logs"
@@ -133,6 +162,8 @@ def run_demo(settings: Settings, trials: int, port: int, upgrade: Any) -> int:
     env = _environment(settings, port)
     name = "demo-sentiment-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     with ExitStack() as stack:
+        if ui:
+            _start_uis(settings, env, logs, stack)
         api = _start(["serve", "--port", str(port), "--no-migrate"], env, logs / "demo-api.log")
         stack.callback(_stop, api)
         client = ApiClient(env["HPO_API_URL"], env.get("HPO_API_TOKEN"))
@@ -152,36 +183,73 @@ def run_demo(settings: Settings, trials: int, port: int, upgrade: Any) -> int:
         from service.cli.studies import watch_study
 
         study = watch_study(client, name, interval=1.0)
-        _report(client, settings, study, env)
         worker.wait(timeout=max(30.0, settings.mlflow_flush_timeout_s + 30))
+        study = client.get(f"/studies/{name}")
+        _report(settings, study, ui)
+        if ui:
+            _keep_uis_open()
     return 0 if study["status"] == "completed" else 1
 
 
-def _report(
-    client: ApiClient, settings: Settings, study: dict[str, Any], env: dict[str, str]
-) -> None:
+def _keep_uis_open() -> None:
+    console.print("\nthe dashboard and the MLflow UI keep running: press Ctrl-C to stop them")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping")
+
+
+def _report(settings: Settings, study: dict[str, Any], ui: bool) -> None:
     name = study["name"]
     counts = "  ".join(f"{state} {n}" for state, n in study["counts"].items() if n)
     console.print(f"\nstudy {name}: [bold]{study['status']}[/]  ({counts})")
     best = study.get("best")
     if best:
         console.print(f"best trial #{best['number']}: val_accuracy {best['value']:.4f}")
-        console.print(f"  params: {best['params']}")
+        console.print(f"  params: {best['params']}", highlight=False)
+    links = {k: v for k, v in (study.get("links") or {}).items() if v}
     console.print("\nwhere to look:")
     console.print(
-        f"  MLflow experiment '{name}' (runs, learning curves, the registered model "
-        f"'{name}' with alias 'best'):"
+        f"  MLflow experiment '{name}': runs, learning curves, the registered model "
+        f"'{name}' with alias 'best' (models:/{name}@best)",
+        highlight=False,
     )
+    if "mlflow" in links and ui:
+        console.print(f"    open {links['mlflow']}", highlight=False)
+    else:
+        console.print(
+            f"    mlflow ui --backend-store-uri {mlflow_store_uri(settings)} "
+            f"--port {MLFLOW_UI_PORT}   then open "
+            f"{links.get('mlflow') or _mlflow_runs_url(settings, name)}",
+            highlight=False,
+        )
+    console.print("  Optuna dashboard (trials, learning curves, importances):")
+    if "dashboard" in links and ui:
+        console.print(f"    open {links['dashboard']}", highlight=False)
+    else:
+        console.print(
+            f"    HPO_DATA_DIR={settings.data_dir} hpo dashboard --port {DASHBOARD_PORT}   "
+            f"then open {links.get('dashboard') or f'http://127.0.0.1:{DASHBOARD_PORT}/dashboard'}",
+            highlight=False,
+        )
+    console.print("  or run the demo with --ui to have both started on its data")
     console.print(
-        f"    mlflow ui --backend-store-uri {settings.mlflow_tracking_uri} "
-        f"--port {MLFLOW_UI_PORT}   then open {env['HPO_MLFLOW_UI_URL']}"
+        f"  the API again: hpo serve, then hpo show {name} (or hpo.Client().study({name!r}))",
+        highlight=False,
     )
-    console.print("  Optuna dashboard:")
-    console.print(
-        f"    hpo dashboard --port {DASHBOARD_PORT}   then open "
-        f"{study['links'].get('dashboard') or env['HPO_DASHBOARD_URL']}"
-    )
-    console.print(f"  the API again: hpo serve, then hpo show {name}")
+
+
+def _mlflow_runs_url(settings: Settings, name: str) -> str:
+    """The runs view of the study's experiment on a local MLflow UI (its id from the store)."""
+    base = f"http://127.0.0.1:{MLFLOW_UI_PORT}"
+    try:
+        from mlflow.tracking import MlflowClient
+
+        experiment = MlflowClient(mlflow_store_uri(settings)).get_experiment_by_name(name)
+    except Exception:  # the store is the MLflow library's business; the link is a nicety
+        return base
+    return f"{base}/#/experiments/{experiment.experiment_id}/runs" if experiment else base
 
 
 def register(app: typer.Typer, load_settings: Any, upgrade: Any) -> None:
@@ -189,6 +257,12 @@ def register(app: typer.Typer, load_settings: Any, upgrade: Any) -> None:
     def demo(
         trials: Annotated[int, typer.Option(min=1, max=200, help="trials in the study")] = 12,
         port: Annotated[int, typer.Option(help="API port (another is used if taken)")] = 8000,
+        ui: Annotated[
+            bool,
+            typer.Option(
+                help="also start the Optuna dashboard and the MLflow UI on the demo's data"
+            ),
+        ] = False,
     ) -> None:
         """Run the whole system on this machine: API, one worker, a BERT study, MLflow."""
-        raise typer.Exit(run_demo(load_settings(), trials, port, upgrade))
+        raise typer.Exit(run_demo(load_settings(), trials, port, upgrade, ui))

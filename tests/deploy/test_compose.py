@@ -348,11 +348,16 @@ def dockerfile(name: str) -> str:
     return (REPO / "deploy" / name).read_text()
 
 
-def test_slim_image_installs_cpu_torch_before_the_project() -> None:
-    text = dockerfile("Dockerfile")
-    torch_at = text.index("--index-url https://download.pytorch.org/whl/cpu")
-    assert text.index("pip install .") > torch_at
-    assert text.startswith("#") and "FROM python:3.11-slim" in text
+def test_each_image_installs_only_its_role() -> None:
+    service = dockerfile("Dockerfile")
+    installs = [line for line in service.splitlines() if "pip install" in line]
+    assert installs == ['RUN pip install ".[server]" "mlflow==${MLFLOW_VERSION}" \\']
+    assert "find_spec('torch') is None" in service  # the build fails if torch creeps in
+    assert service.startswith("#") and "FROM python:3.11-slim" in service
+    worker = dockerfile("Dockerfile.worker")
+    assert '".[worker]"' in worker and "mlflow-skinny==${MLFLOW_VERSION}" in worker
+    for text in (service, worker):
+        assert "COPY hpo ./hpo" in text  # the client package the CLI builds on
 
 
 def test_worker_base_image_torch_satisfies_the_project() -> None:
@@ -361,7 +366,8 @@ def test_worker_base_image_torch_satisfies_the_project() -> None:
         r"BASE_IMAGE=pytorch/pytorch:(\d+\.\d+\.\d+)-cuda", dockerfile("Dockerfile.worker")
     )
     assert base is not None
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    dependencies = project["optional-dependencies"]["worker"]
     torch = next(Requirement(d) for d in dependencies if Requirement(d).name == "torch")
     assert torch.specifier.contains(base.group(1))
 
