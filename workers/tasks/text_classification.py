@@ -1,5 +1,6 @@
 """``text-classification``: a BERT sequence classifier, from scratch or fine-tuned.
 
+``augment_*`` noise (deletion, swap, masking) touches training batches only.
 Reports ``val_accuracy``, ``val_f1_macro`` and ``val_loss`` (plain
 cross-entropy, without label smoothing, so that trials with different
 smoothing compare) after each evaluation; returns them with ``params_m``.
@@ -27,6 +28,7 @@ from workers.training import (
     sorted_batches,
     train,
 )
+from workers.training.augmentation import Augmentation, mask_token_of
 from workers.training.loop import Forward
 from workers.training.metrics import accuracy_and_macro_f1
 
@@ -77,11 +79,15 @@ def _job(
     # Widths in multiples of 8 keep CUDA tensor cores busy; CPUs do not care.
     multiple = 8 if ctx.device.startswith("cuda") else 1
     smoothing = float(ctx.params.get("label_smoothing", 0.0))
+    augmentation = Augmentation.from_params(ctx.params)
+    protected = set(getattr(tokenizer, "all_special_ids", [])) | {pad_id}
+    mask_id = mask_token_of(tokenizer)
 
     def collate(indices: list[int]) -> Batch:
-        return _batch(
-            [train_ids[i] for i in indices], [train_labels[i] for i in indices], pad_id, multiple
-        )
+        sequences = [
+            augmentation.apply(train_ids[i], protected=protected, mask_id=mask_id) for i in indices
+        ]
+        return _batch(sequences, [train_labels[i] for i in indices], pad_id, multiple)
 
     validation = _validation_batches(
         validation_ids, data.validation_labels or [], 2 * settings.batch_size, pad_id, multiple
