@@ -71,8 +71,10 @@ class Settings(BaseSettings):
     # State shared by every hpo worker on this machine (device memory ledgers, the
     # CPU slots that share the cores); unset: a folder in the system's temp dir.
     host_state_dir: Path | None = None
+    # Trials also write their curves as TensorBoard event files below this folder.
+    tensorboard_dir: Path | None = None
 
-    @field_validator("admin_token", "api_token", mode="before")
+    @field_validator("admin_token", "api_token", "tensorboard_dir", mode="before")
     @classmethod
     def _empty_token_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -34,6 +34,10 @@ class SlotRunner:
         self.options = options
         self.env = SlotEnv(settings, options)
         self.tracker = self._tracker() if settings.mlflow_enabled else None
+        if settings.tensorboard_dir is not None:
+            from workers.tracking.tensorboard import TensorBoardCurves
+
+            TensorBoardCurves(self.env, settings.tensorboard_dir).install()
         # After tracking's hook: a best model it just queued for MLflow is protected.
         TrialDirs(self.env).install()
         self.env.install_host_sharing()
