@@ -47,12 +47,19 @@ from service.dashboard_auth import (
     is_same_origin,
     safe_next,
 )
+from service.dashboard_controls import (
+    READ_ONLY_SCRIPT_PATH,
+    SCRIPT_PATH,
+    controls,
+    is_page,
+    serve_page,
+)
 from service.errors import error_response
 from service.middleware import SAFE_METHODS, STANDARD_METHODS, BodySizeLimit, StandardMethods
 from service.state import AppState
 from storage.errors import ForbiddenError, UnauthorizedError, UnavailableError
 from storage.settings import Settings
-from storage.tokens import Scope
+from storage.tokens import Principal, Scope
 
 __all__ = ["SESSION_COOKIE", "LoginThrottle", "SessionStore", "create_dashboard_app"]
 
@@ -113,6 +120,8 @@ def create_dashboard_app(
         Route("/login", auth.login_form, methods=["GET"]),
         Route("/login", auth.login, methods=["POST"]),
         Route("/logout", auth.logout, methods=["GET"]),
+        Route(SCRIPT_PATH, controls, methods=["GET"]),
+        Route(READ_ONLY_SCRIPT_PATH, controls, methods=["GET"]),
     ]
     router = Router(routes, redirect_slashes=False, default=gateway, lifespan=lifespan)
     return BodySizeLimit(StandardMethods(router), max_bytes=settings.max_request_bytes)
@@ -138,42 +147,56 @@ class DashboardGateway:
             )
             return
         scope = {**scope, "method": method}
-        refusal = None
+        refusal, can_write = None, True
         if self.auth.state.auth_enabled:
-            refusal = await self._refusal(Request(scope, receive))
+            refusal, can_write = await self._refusal(Request(scope, receive))
         refusal = refusal or refuse_service_writes(scope)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
+        if is_page(scope):
+            # Pages get the script that hides the controls refused here.
+            await serve_page(self.inner, inner_scope(scope), receive, send, not can_write)
+            return
         await self.inner(inner_scope(scope), receive, send)
 
-    async def _refusal(self, request: Request) -> Response | None:
-        """The response that refuses ``request``; None when it may go through."""
+    async def _refusal(self, request: Request) -> tuple[Response | None, bool]:
+        """The response that refuses ``request`` (None when it may go through), and
+        whether the principal may write (the dashboard's notes)."""
+        response, principal = await self._check(request)
+        if response is not None or principal is None:
+            return response, False
+        try:
+            check_scope(principal, Scope.WRITE)
+        except ForbiddenError:
+            return None, False
+        return None, True
+
+    async def _check(self, request: Request) -> tuple[Response | None, Principal | None]:
         try:
             principal, by_cookie = await self.auth.principal(request)
         except UnauthorizedError as exc:
-            return self._unauthenticated(request, exc.message)
+            return self._unauthenticated(request, exc.message), None
         except TooManyAttemptsError as exc:
-            return error_response(
-                exc.code, exc.message, headers={"Retry-After": str(exc.retry_after_s)}
-            )
+            headers = {"Retry-After": str(exc.retry_after_s)}
+            return error_response(exc.code, exc.message, headers=headers), None
         except UnavailableError as exc:
-            return error_response("unavailable", exc.message, headers={"Retry-After": "5"})
+            return error_response("unavailable", exc.message, headers={"Retry-After": "5"}), None
         if principal is None:
             return self._unauthenticated(
                 request, "sign in at /login or send Authorization: Bearer <token>"
-            )
+            ), None
         if request.method in SAFE_METHODS:
-            return None
+            return None, principal
         try:
             check_scope(principal, Scope.WRITE)
         except ForbiddenError as exc:
-            return error_response("forbidden", exc.message)
+            return error_response("forbidden", exc.message), principal
         # SameSite does not separate ports of one host; a cookie-borne write must
         # come from the dashboard's own origin.
         if by_cookie and not is_same_origin(request):
-            return error_response("forbidden", "cross-origin request refused")
-        return None
+            return error_response("forbidden", "cross-origin request refused"), principal
+        return None, principal
 
     def _unauthenticated(self, request: Request, message: str) -> Response:
         response: Response
