@@ -110,6 +110,18 @@ def _wait_ready(client: ApiClient, proc: subprocess.Popen[bytes], log: Path) -> 
     raise ClientError(f"the API did not become ready; see {log}")
 
 
+def _wait_for_worker(client: ApiClient, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the worker has registered (it loads torch first), so progress starts at once."""
+    console.print(f"starting a worker (it loads torch first); its log: {log}", highlight=False)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if client.get("/workers")["items"]:
+            return
+        time.sleep(0.5)
+    if proc.poll() is not None and proc.returncode != 0:
+        raise ClientError(f"the worker exited with {proc.returncode}; see {log}")
+
+
 def _environment(settings: Settings, port: int) -> dict[str, str]:
     # No dashboard or MLflow UI links unless they run (--ui) or the user set them.
     env = dict(os.environ)
@@ -169,17 +181,16 @@ def run_demo(settings: Settings, trials: int, port: int, upgrade: Any, ui: bool 
         client = ApiClient(env["HPO_API_URL"], env.get("HPO_API_TOKEN"))
         _wait_ready(client, api, logs / "demo-api.log")
         console.print(f"API on {env['HPO_API_URL']} (docs: {env['HPO_API_URL']}/docs)")
+        # The study first: a worker that exits when idle must find it.
+        client.post("/studies", demo_spec(name, trials))
+        console.print(f"submitted study [bold]{name}[/] ({trials} trials)")
         worker = _start(
             ["worker", "--devices", "auto", "--study", name, "--exit-when-idle"],
             env,
             logs / "demo-worker.log",
         )
         stack.callback(_stop, worker)
-        client.post("/studies", demo_spec(name, trials))
-        console.print(
-            f"submitted study [bold]{name}[/] ({trials} trials); worker log: "
-            f"{logs / 'demo-worker.log'}"
-        )
+        _wait_for_worker(client, worker, logs / "demo-worker.log")
         from service.cli.studies import watch_study
 
         study = watch_study(client, name, interval=1.0)
