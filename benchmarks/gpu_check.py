@@ -86,6 +86,7 @@ def main() -> None:
         ("oom", lambda: forced_oom(base, smoke)),
     ]
     results: dict[str, Any] = {"device": _device_name(device), "mode": device}
+    report = _write(out, results, args.peak_tflops)
     for name, run in sections:
         if args.only and name not in args.only:
             continue
@@ -98,11 +99,17 @@ def main() -> None:
         except Exception as exc:  # one failed section must not hide the others' figures
             logger.exception("%s failed", name)
             results[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-    results["wall_s"] = round(time.monotonic() - started, 1)
-    (out / "gpu_check.json").write_text(json.dumps(results, indent=2))
-    report = render(results, args.peak_tflops)
-    (out / "gpu_check.md").write_text(report)
+        # Written after every section: a run cut short keeps what it measured.
+        results["wall_s"] = round(time.monotonic() - started, 1)
+        report = _write(out, results, args.peak_tflops)
     print(report)
+
+
+def _write(out: Path, results: dict[str, Any], peak_tflops: float | None) -> str:
+    (out / "gpu_check.json").write_text(json.dumps(results, indent=2))
+    report = render(results, peak_tflops)
+    (out / "gpu_check.md").write_text(report)
+    return report
 
 
 def _parse_args() -> argparse.Namespace:
