@@ -8,6 +8,7 @@ trial and where to look, then stops what it started.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -204,11 +205,18 @@ def run_demo(settings: Settings, trials: int, port: int, upgrade: Any, ui: bool 
 
 def _keep_uis_open() -> None:
     console.print("\nthe dashboard and the MLflow UI keep running: press Ctrl-C to stop them")
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Also when started without a terminal (SIGINT ignored) or stopped with SIGTERM.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        console.print("stopping")
+        console.print("stopping the dashboard and the MLflow UI")
 
 
 def _report(settings: Settings, study: dict[str, Any], ui: bool) -> None:
@@ -244,7 +252,8 @@ def _report(settings: Settings, study: dict[str, Any], ui: bool) -> None:
             f"then open {links.get('dashboard') or f'http://127.0.0.1:{DASHBOARD_PORT}/dashboard'}",
             highlight=False,
         )
-    console.print("  or run the demo with --ui to have both started on its data")
+    if not ui:
+        console.print("  or run the demo with --ui to have both started on its data")
     console.print(
         f"  the API again: hpo serve, then hpo show {name} (or hpo.Client().study({name!r}))",
         highlight=False,
