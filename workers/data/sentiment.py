@@ -167,8 +167,31 @@ def generate_reviews(
     return texts, labels
 
 
-def _review(rng: random.Random) -> tuple[str, float]:
-    aspects = _DOMAINS[rng.choice(sorted(_DOMAINS))]
+def generate_documents(
+    n_sentences: int, *, seed: int, stream: str, per_document: tuple[int, int] = (2, 5)
+) -> list[list[str]]:
+    """Documents of a few reviews each, about one product kind (``phone``...).
+
+    Sentences of a document share their domain's aspects (battery, screen...),
+    so whether a sentence follows another one can be learned (BERT's
+    next-sentence prediction); about ``n_sentences`` sentences in all.
+    Separate from :func:`generate_reviews`: its output does not change.
+    """
+    if n_sentences < 0:
+        raise ValueError(f"n_sentences must be >= 0, not {n_sentences}")
+    rng = random.Random(f"documents-v{GENERATOR_VERSION}-{seed}-{stream}")
+    documents: list[list[str]] = []
+    total = 0
+    while total < n_sentences:
+        domain = rng.choice(sorted(_DOMAINS))
+        size = rng.randint(*per_document)
+        documents.append([_review(rng, domain)[0] for _ in range(size)])
+        total += size
+    return documents
+
+
+def _review(rng: random.Random, domain: str | None = None) -> tuple[str, float]:
+    aspects = _DOMAINS[domain if domain is not None else rng.choice(sorted(_DOMAINS))]
     first = _clause(rng, aspects)
     kind = rng.choices(("single", "and", "but", "although", "even though"), (9, 3, 5, 2, 2))[0]
     if kind == "single":

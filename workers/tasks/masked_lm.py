@@ -36,7 +36,8 @@ VALIDATION_MASK_SEED = 1234
 
 def run(ctx: TrialContext) -> dict[str, float]:
     """Pretrain a masked LM on the configured corpus; return ``val_loss``,
-    ``val_perplexity`` and ``params_m``.
+    ``val_perplexity`` and ``params_m`` (with ``objective: mlm+nsp`` see
+    :mod:`workers.tasks.pretraining`).
 
     Raises:
         DatasetError: the corpus cannot be used (before any training).
@@ -47,6 +48,10 @@ def run(ctx: TrialContext) -> dict[str, float]:
     config = MaskedLmConfig.model_validate(ctx.config)
     settings = TrainSettings.from_context(ctx)
     seed_everything(ctx.seed)
+    if config.objective == "mlm+nsp":
+        from workers.tasks.pretraining import run_pretraining
+
+        return run_pretraining(ctx, config, settings)
     data = load_text_data(config.dataset, ctx.dataset_roots, with_labels=False)
     ctx.set_info(
         dataset_fingerprint=data.fingerprint,
