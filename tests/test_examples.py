@@ -32,7 +32,7 @@ def test_example_spec_is_valid(path: Path) -> None:
 
 def test_there_is_an_example_per_task() -> None:
     tasks = {yaml.safe_load(p.read_text())["task"]["name"] for p in SPECS}
-    assert {"mlp-classifier", "text-classification", "masked-lm"} <= tasks
+    assert {"mlp-classifier", "text-classification", "masked-lm", "seq2seq"} <= tasks
     assert any(name.startswith("python:") for name in tasks)
 
 
