@@ -44,6 +44,7 @@ from storage.optuna_store import (
     ATTR_SEED,
     set_trial_attr,
 )
+from storage.seeds import trial_seed
 
 # System attribute (a pruner reads it back) with a trial's value at rung k.
 RUNG_ATTR_PREFIX = "hpo.rung_"
@@ -167,7 +168,7 @@ def rung_ranking(
     return sorted(values, key=lambda root: (sign * values[root], root))
 
 
-def promote(study: optuna.Study, reduction_factor: int) -> int | None:
+def promote(study: optuna.Study, reduction_factor: int, base_seed: int | None) -> int | None:
     """Enqueue the continuation of the paused trial to promote; return its parent's number.
 
     The caller holds the study's row lock, so two workers never promote the
@@ -186,8 +187,8 @@ def promote(study: optuna.Study, reduction_factor: int) -> int | None:
         ATTR_RETRY_ROOT: _root(parent),
         ATTR_PROMOTED_RUNG: found.rung,
     }
-    if ATTR_SEED in parent.user_attrs:
-        attrs[ATTR_SEED] = parent.user_attrs[ATTR_SEED]
+    if (seed := trial_seed(parent, base_seed)) is not None:
+        attrs[ATTR_SEED] = seed
     study.enqueue_trial(dict(parent.params), user_attrs=attrs, skip_if_exists=False)
     return parent.number
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import typing
-import zlib
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -22,6 +21,7 @@ from storage.errors import ErrorDetail
 from storage.halving import ResumableHalvingPruner
 from storage.pruners import CalibratedPruner
 from storage.search_space import MAX_GRID_POINTS, grid_points, grid_size, grid_values
+from storage.seeds import stream_seed
 from storage.spec import PrunerSpec, SamplerSpec, StudySpec
 
 SAMPLERS: dict[str, Callable[..., BaseSampler]] = {
@@ -113,16 +113,6 @@ def _check_options(
             name = getattr(annotation, "__name__", str(annotation))
             errors.append(ErrorDetail((*loc, key), f"must be of type {name}"))
     return errors
-
-
-def stream_seed(seed: int | None, stream: int) -> int | None:
-    """A seed for one worker's stream, derived from the study seed.
-
-    Workers that shared one seed would propose the same random trials at once.
-    """
-    if seed is None:
-        return None
-    return zlib.crc32(f"{seed}:{stream}".encode()) & 0x7FFFFFFF
 
 
 def build_sampler(spec: StudySpec, stream: int | None = None) -> BaseSampler:

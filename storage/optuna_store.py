@@ -103,6 +103,66 @@ def set_trial_attr(
         study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
+def ask_trial(study: optuna.Study, user_attrs: dict[str, Any]) -> optuna.Trial:
+    """``study.ask()`` with ``user_attrs`` recorded (a seed the trial has is kept).
+
+    A new trial is created RUNNING with its attributes in one transaction (a
+    plain ask and then one write per attribute take three or more), and the
+    queue is looked at with one indexed query first. An enqueued trial is
+    taken as ``study.ask()`` takes it, and the attributes are then written
+    one by one (``hpo.lease`` first, as given).
+    """
+    if first_waiting_trial_id(study) is not None:
+        trial = study.ask()
+        for key, value in user_attrs.items():
+            if not (key == ATTR_SEED and ATTR_SEED in trial.user_attrs):
+                trial.set_user_attr(key, value)
+        return trial
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=user_attrs)
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    # As study.ask() does: the next read of the study sees this trial.
+    study._thread_local.cached_all_trials = None
+    return optuna.Trial(study, trial_id)
+
+
+def first_waiting_trial_id(study: optuna.Study) -> int | None:
+    """The id of the study's first WAITING (enqueued) trial, None when the queue is empty.
+
+    One indexed query on Optuna's ``trials`` table; on other storages, a listing.
+    """
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, RDBStorage):
+        with backend.engine.connect() as conn:
+            found = conn.execute(
+                text(
+                    "SELECT trial_id FROM trials WHERE study_id = :study AND state = 'WAITING' "
+                    "ORDER BY trial_id LIMIT 1"
+                ),
+                {"study": study._study_id},
+            ).scalar()
+        return None if found is None else int(found)
+    waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+    return waiting[0]._trial_id if waiting else None
+
+
+def tell_trial(
+    study: optuna.Study, trial: optuna.Trial, values: list[float] | None, state: TrialState
+) -> TrialState:
+    """``study.tell(trial, values, state=state, skip_if_finished=True)``; return the final state.
+
+    Reads the trial once (``study.tell`` reads it again to return it). A
+    trial that had already ended (a reaper failed it) keeps its state, which
+    is returned.
+    """
+    from optuna.study._tell import _tell_with_warning
+
+    final, _, _ = _tell_with_warning(
+        study, trial, values, state, skip_if_finished=True, suppress_warning=True
+    )
+    return final
+
+
 def enable_sqlite_wal(storage: RDBStorage) -> None:
     """WAL lets the API read while a worker writes; the mode persists in the file."""
     if storage.engine.dialect.name == "sqlite":

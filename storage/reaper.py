@@ -35,6 +35,7 @@ from storage.optuna_store import (
     ATTR_SEED,
 )
 from storage.orphans import ActiveLease, fail_orphan, fail_trial, find_orphans
+from storage.seeds import trial_seed
 from storage.stopping import Usage, add_usage, record_value
 
 logger = logging.getLogger(__name__)
@@ -168,7 +169,10 @@ class Reaper:
         lease.outcome = "FAIL"
         max_retries = int(study.spec.get("budget", {}).get("max_retries", 0))
         if lease.attempt < max_retries:
-            enqueue_retry(self.optuna_storage, study.name, trial, lease.attempt + 1)
+            base_seed = study.spec.get("sampler", {}).get("seed")
+            enqueue_retry(
+                self.optuna_storage, study.name, trial, lease.attempt + 1, base_seed=base_seed
+            )
             lease.state = LeaseState.LOST
             study.n_lost += 1
             return "retried"
@@ -246,9 +250,16 @@ def _still_stale(lease: Lease, now: datetime, grace_s: float) -> bool:
 
 
 def enqueue_retry(
-    storage: RDBStorage, study_name: str, trial: optuna.trial.FrozenTrial, attempt: int
+    storage: RDBStorage,
+    study_name: str,
+    trial: optuna.trial.FrozenTrial,
+    attempt: int,
+    *,
+    base_seed: int | None,
 ) -> None:
     """Enqueue a retry of ``trial`` with the same params and seed, once.
+
+    ``base_seed`` is the study's sampler seed (the trial's own may derive from it).
 
     Idempotent: a retry that already exists (a reaper that died before its
     commit) is not enqueued again.
@@ -259,8 +270,8 @@ def enqueue_retry(
             return
     root = trial.user_attrs.get(ATTR_RETRY_ROOT, trial.number)
     user_attrs = {ATTR_RETRY_OF: trial.number, ATTR_RETRY_ROOT: root, ATTR_ATTEMPT: attempt}
-    if ATTR_SEED in trial.user_attrs:
-        user_attrs[ATTR_SEED] = trial.user_attrs[ATTR_SEED]
+    if (seed := trial_seed(trial, base_seed)) is not None:
+        user_attrs[ATTR_SEED] = seed
     if (passed := passed_rung(trial)) is not None:
         # Resumable halving: the rungs the lost trial passed are not judged again.
         user_attrs[ATTR_PROMOTED_RUNG] = passed

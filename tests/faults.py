@@ -5,7 +5,8 @@ with one function of the trial's path wrapped so that the process exits
 abruptly, as a SIGKILL would, at that moment (the first time it is reached):
 
 - ``before-ask``: a slot is claimed, no Optuna trial exists yet;
-- ``after-ask``: Optuna created the trial, nothing of it is recorded anywhere else;
+- ``after-ask``: Optuna created the trial (marked with its lease), no parameter is
+  suggested and the lease does not know the trial;
 - ``before-attach``: the trial carries its lease id, the lease does not know the trial;
 - ``before-settle``: Optuna was told the result, the lease is not settled.
 """
@@ -17,8 +18,6 @@ import os
 import sys
 from collections.abc import Callable
 from typing import Any
-
-import optuna
 
 import workers.trial
 from workers import slot
@@ -42,7 +41,7 @@ def install(point: str) -> None:
     if point == "before-ask":
         workers.trial._ask = _dying(workers.trial._ask, after=False)  # type: ignore[assignment]
     elif point == "after-ask":
-        optuna.Study.ask = _dying(optuna.Study.ask, after=True)  # type: ignore[method-assign]
+        workers.trial.ask_trial = _dying(workers.trial.ask_trial, after=True)  # type: ignore[assignment]
     elif point == "before-attach":
         workers.trial._attach = _dying(workers.trial._attach, after=False)  # type: ignore[assignment]
     elif point == "before-settle":

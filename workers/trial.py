@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +22,6 @@ from storage.budget import (
     release_lease,
 )
 from storage.halving import is_resumable, promote
-from storage.optimizers import stream_seed
 from storage.optuna_store import (
     ATTR_ATTEMPT,
     ATTR_ERROR,
@@ -31,12 +29,14 @@ from storage.optuna_store import (
     ATTR_LEASE,
     ATTR_RETRY_OF,
     ATTR_RETRY_ROOT,
-    ATTR_SEED,
+    ask_trial,
     suggest,
+    tell_trial,
 )
 from storage.orphans import fail_orphan
 from storage.reaper import enqueue_retry
 from storage.search_space import to_distributions
+from storage.seeds import new_trial_seed_attrs, trial_seed
 from storage.spec import StudySpec
 from storage.stopping import Usage
 from storage.tasks import get_declaration
@@ -112,18 +112,14 @@ def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
     if is_resumable(study.pruner):
         env.retrying(lambda: _promote_paused(env, claim, study))
     with env.interrupter.critical():
-        trial = study.ask()
-        # First, so that a trial whose worker dies from here on is known to be
-        # this lease's (storage.orphans); the parameters are suggested after.
-        trial.set_user_attr(ATTR_LEASE, claim.lease_id)
+        # The lease first (a new trial is created with it), so that a trial whose
+        # worker dies from here on is known to be this lease's (storage.orphans);
+        # the parameters are suggested after.
+        attrs = {ATTR_LEASE: claim.lease_id, **new_trial_seed_attrs(spec.sampler.seed)}
+        trial = ask_trial(study, attrs)
         for name, distribution in to_distributions(spec.search_space or {}).items():
             suggest(trial, name, distribution)
         attrs = trial.user_attrs
-        seed = attrs.get(ATTR_SEED)
-        if seed is None:
-            base = spec.sampler.seed
-            seed = stream_seed(base, trial.number) if base is not None else random.randrange(2**31)
-            trial.set_user_attr(ATTR_SEED, seed)
     retry_of = attrs.get(ATTR_RETRY_OF)
     attempt = int(attrs.get(ATTR_ATTEMPT, 0))
     if not env.retrying(lambda: _attach(env, claim, trial, retry_of, attempt)):
@@ -142,7 +138,8 @@ def _promote_paused(env: SlotEnv, claim: Claim, study: optuna.Study) -> None:
     with env.db.session_scope() as session:
         if lock_study(session, claim.study_id) is None:
             return
-        parent = promote(study, getattr(study.pruner, "reduction_factor", 3))
+        factor = getattr(study.pruner, "reduction_factor", 3)
+        parent = promote(study, factor, claim.spec.get("sampler", {}).get("seed"))
     if parent is not None:
         logger.info(
             "trial %d of %s promoted: it goes on from its checkpoint", parent, study.study_name
@@ -192,7 +189,7 @@ def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial, claim: Claim) -
         params=params,
         config=dict(spec.task.config),
         objective_metrics=[o.metric for o in spec.objective_list],
-        seed=int(trial.user_attrs[ATTR_SEED]),
+        seed=trial_seed(trial, spec.sampler.seed) or 0,
         device=env.device,
         work_dir=env.settings.trials_dir / spec.name / f"trial-{root:05d}",
         cache_dir=env.settings.data_dir / "cache",
@@ -263,7 +260,7 @@ def _settle(
     # workers do not queue behind each other's Optuna writes. A reaper that
     # takes the lease meanwhile sees the told result and counts it.
     try:
-        told = env.retrying(lambda: _tell(env, study, trial, result))
+        told = env.retrying(lambda: _tell(env, study, trial, result, spec.sampler.seed))
     except KeyError:
         logger.error("trial %d of %s: %s", trial.number, claim.study_name, MISSING_OPTUNA_STUDY)
         env.retrying(lambda: _release(env, claim))
@@ -304,7 +301,13 @@ def _lost_result() -> TrialResult:
     )
 
 
-def _tell(env: SlotEnv, study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> str:
+def _tell(
+    env: SlotEnv,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    result: TrialResult,
+    spec_seed: int | None,
+) -> str:
     """Tell Optuna once; a retried finish finds the trial already told."""
     storage = env.optuna_storage
     outcome = result.outcome
@@ -314,10 +317,11 @@ def _tell(env: SlotEnv, study: optuna.Study, trial: optuna.Trial, result: TrialR
             storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, outcome.fail_reason)
             storage.set_trial_user_attr(trial._trial_id, ATTR_ERROR, outcome.error)
         values = result.values if state == TrialState.COMPLETE else None
-        frozen = study.tell(trial.number, values, state=state, skip_if_finished=True)
+        told = tell_trial(study, trial, values, state)
     except optuna.exceptions.UpdateFinishedTrialError:
-        frozen = storage.get_trial(trial._trial_id)
+        told = storage.get_trial(trial._trial_id).state
     if result.retry:
-        attempt = int(frozen.user_attrs.get(ATTR_ATTEMPT, 0))
-        enqueue_retry(storage, study.study_name, frozen, attempt)
-    return frozen.state.name
+        attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 0))
+        frozen = storage.get_trial(trial._trial_id)
+        enqueue_retry(storage, study.study_name, frozen, attempt, base_seed=spec_seed)
+    return told.name

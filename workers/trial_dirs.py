@@ -109,6 +109,8 @@ def prune_trial_dirs(env: SlotEnv, claim: Claim, spec: StudySpec, keep: set[Path
     root = env.settings.trials_dir / spec.name
     if not root.is_dir() or spec.is_multi_objective:
         return
+    if not any(entry.is_dir() for entry in root.iterdir()):
+        return  # no folder to judge (tasks that write none): spare the study's read
     trials = env.study(claim, spec).get_trials(deepcopy=False)
     direction = spec.objective_list[0].direction
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]

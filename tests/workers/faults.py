@@ -266,13 +266,14 @@ def run_round(
     max_kills: int = 8,
     timeout_s: float = 240,
     extra_check: Callable[[str], list[str]] | None = None,
+    report_every_s: float = 0.1,
 ) -> RoundResult:
     """One study run while slots are SIGKILLed at random moments and respawned."""
     spec = {
         "name": name,
         "task": {
             "name": "python:tests.objectives:quadratic",
-            "config": {"steps": 4, "sleep_s": 0.1},
+            "config": {"steps": 4, "sleep_s": report_every_s},
         },
         "objective": {"metric": "loss", "direction": "minimize"},
         "search_space": {"x": {"type": "float", "low": -5, "high": 5}},

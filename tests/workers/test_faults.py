@@ -213,7 +213,8 @@ def test_random_sigkills_leave_no_mlflow_run_running(
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     try:
         with TestClient(create_app(settings)) as api:
-            sweeper.start("--study", "tracked")
+            # It serves no study, so that the killed slots run the trials.
+            sweeper.start("--study", "sweeper-serves-no-study")
             result = run_round(
                 api,
                 slots,
@@ -223,6 +224,8 @@ def test_random_sigkills_leave_no_mlflow_run_running(
                 n_trials=10,
                 max_kills=6,
                 extra_check=mlflow_runs_left_running(settings.mlflow_tracking_uri),
+                # Longer trials than the MLflow calls around them, so kills hit trials.
+                report_every_s=0.5,
             )
     finally:
         slots.stop_all()
