@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 GIB = 2**30
 MIB = 2**20
-# Slots started per GPU by ``--per-device auto``; memory decides how many train at once.
-AUTO_GPU_SLOTS = 8
+# Slots started per device by ``--per-device auto``; memory decides how many train at once.
+AUTO_MAX_SLOTS = 8
 # What each slot process holds on a GPU outside any trial: the CUDA context and cuBLAS workspaces.
 CUDA_CONTEXT_BYTES = 640 * MIB
 # Part of the measured free memory left alone: other processes and fragmentation.
@@ -98,10 +98,10 @@ def available_host_bytes() -> int:
 
 def auto_slot_count(torch_device: str, free_bytes: int) -> int:
     """Slots ``--per-device auto`` starts: up to 8 per GPU (each holds a CUDA context,
-    so never more than half the memory goes to contexts), one per core on the CPU."""
+    so never more than half the memory goes to contexts), one per core up to 8 on the CPU."""
     if torch_device == "cuda":
-        return max(1, min(AUTO_GPU_SLOTS, int(free_bytes // (2 * CUDA_CONTEXT_BYTES))))
-    return max(1, len(os.sched_getaffinity(0)))
+        return max(1, min(AUTO_MAX_SLOTS, int(free_bytes // (2 * CUDA_CONTEXT_BYTES))))
+    return max(1, min(AUTO_MAX_SLOTS, len(os.sched_getaffinity(0))))
 
 
 def packing_budget(torch_device: str, free_bytes: int, slots: int) -> int:
