@@ -157,3 +157,21 @@ def test_targets_are_labels_the_decoder_predicts(make_context: ContextFactory) -
     assert batch["labels"].tolist()[1][-1] == IGNORE_INDEX
     shifted = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
     assert shifted[:, 0].tolist() == [2, 2] and torch.all(shifted >= 0)
+
+
+def test_a_saved_encoder_decoder_is_fine_tuned_as_a_pretrained_checkpoint(
+    make_context: ContextFactory, tmp_path: Path
+) -> None:
+    first = make_context("seq2seq", config=_config(max_steps=1), params=TINY, objective="val_bleu")
+    run(first)
+    checkpoint = tmp_path / "checkpoints" / "tiny-bart"
+    checkpoint.parent.mkdir()
+    (first.work_dir / MODEL_DIR).rename(checkpoint)
+    config = _config(max_steps=2, model={"source": "pretrained", "name_or_path": str(checkpoint)})
+    # The checkpoint fixes the architecture: the trial's sizes are ignored, its dropout is not.
+    params = {**TINY, "num_layers": 4, "hidden_dropout": 0.3}
+    tuned = make_context("seq2seq", config=config, params=params, objective="val_bleu")
+    metrics = run(tuned)
+    assert math.isfinite(metrics["val_loss"]) and tuned.info["n_train"] == 2000
+    model = AutoModelForSeq2SeqLM.from_pretrained(tuned.work_dir / MODEL_DIR)
+    assert model.config.encoder_layers == 2 and model.config.dropout == 0.3
