@@ -34,7 +34,7 @@ from workers.packing import (
     packing_budget,
     probe_free_bytes,
 )
-from workers.supervisor import DeviceError, parse_per_device
+from workers.supervisor import Device, DeviceError, parse_per_device, plan_children
 from workers.training.memory import estimate_training_bytes
 from workers.training.settings import TrainSettings
 
@@ -189,6 +189,11 @@ def test_per_device_auto_sizes_the_slots_from_the_probe() -> None:
     assert auto_slot_count("cuda", 141 * GIB) == 8 and auto_slot_count("cuda", 2 * GIB) == 1
     assert packing_budget("cpu", 10 * GIB, 4) == int(10 * GIB * (1 - HEADROOM))
     assert packing_budget("cuda", 10 * GIB, 4) < packing_budget("cpu", 10 * GIB, 4)
+    cpu = Device("cpu", "cpu", "")
+    packed = plan_children([cpu], None, 2.0)
+    assert len(packed) == auto_slot_count("cpu", 0)
+    assert {c.memory_budget for c in packed} == {packing_budget("cpu", 2 * GIB, len(packed))}
+    assert [c.memory_budget for c in plan_children([cpu], 3, None)] == [None] * 3
 
 
 # --- end to end: hpo worker --per-device auto on CPU ------------------------------------
