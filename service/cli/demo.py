@@ -165,6 +165,8 @@ def _start_uis(settings: Settings, env: dict[str, str], logs: Path, stack: ExitS
 
 def run_demo(settings: Settings, trials: int, port: int, upgrade: Any, ui: bool = False) -> int:
     """Run the demo; return the process exit code."""
+    # SIGTERM unwinds like Ctrl-C, so that what the demo started is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     settings.ensure_data_dir()
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
