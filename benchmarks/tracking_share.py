@@ -163,14 +163,17 @@ def main() -> None:
                     )
                     medians[mode].append(statistics.median(seconds))
                     print(f"{mode}: trials of {seconds} s", flush=True)
+                # The table so far: a run cut short still tells what it measured.
+                print(render(medians, args), flush=True)
         finally:
             os.killpg(server.pid, 15)
             server.wait()
-    print(render(medians, args))
 
 
 def render(medians: dict[str, list[float]], args: argparse.Namespace) -> str:
-    best = {mode: min(values) for mode, values in medians.items()}
+    best = {mode: min(values) for mode, values in medians.items() if values}
+    if len(best) < len(MODES):
+        return "(not every mode measured yet)"
     lines = [
         "| tracking | median trial s (best run) | all runs | share of the trial's wall time |",
         "|---|---|---|---|",
