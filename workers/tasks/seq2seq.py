@@ -40,7 +40,7 @@ from workers.training import (
     sorted_batches,
     train,
 )
-from workers.training.augmentation import Augmentation, mask_token_of
+from workers.training.augmentation import augmenter
 from workers.training.loop import Forward
 from workers.training.metrics import generation_scores
 from workers.training.models import scratch_bart_config
@@ -109,7 +109,8 @@ def encode_targets(
     )["input_ids"]
     start = getattr(model.config, "decoder_start_token_id", None)
     labels = [list(ids[1:]) if ids and ids[0] == start else list(ids) for ids in encoded]
-    return [ids[:max_length] for ids in labels]
+    # Cut to max_length keeping the closing token: generation must learn to stop.
+    return [ids if len(ids) <= max_length else [*ids[: max_length - 1], ids[-1]] for ids in labels]
 
 
 def _encode(built: TextModel, data: PairData, max_target_len: int) -> _Pairs:
@@ -138,15 +139,10 @@ def _job(
     pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
     multiple = 8 if ctx.device.startswith("cuda") else 1
     smoothing = float(ctx.params.get("label_smoothing", 0.0))
-    augmentation = Augmentation.from_params(ctx.params)
-    protected = set(getattr(tokenizer, "all_special_ids", [])) | {pad_id}
-    mask_id = mask_token_of(tokenizer)
+    augment = augmenter(ctx.params, tokenizer)
 
     def collate(indices: list[int]) -> Batch:
-        sources = [
-            augmentation.apply(pairs.train_sources[i], protected=protected, mask_id=mask_id)
-            for i in indices
-        ]
+        sources = [augment(pairs.train_sources[i]) for i in indices]
         return _batch(sources, [pairs.train_labels[i] for i in indices], pad_id, multiple)
 
     validation = [

@@ -28,7 +28,7 @@ from workers.training import (
     sorted_batches,
     train,
 )
-from workers.training.augmentation import Augmentation, mask_token_of
+from workers.training.augmentation import augmenter
 from workers.training.loop import Forward
 from workers.training.metrics import accuracy_and_macro_f1
 
@@ -79,14 +79,10 @@ def _job(
     # Widths in multiples of 8 keep CUDA tensor cores busy; CPUs do not care.
     multiple = 8 if ctx.device.startswith("cuda") else 1
     smoothing = float(ctx.params.get("label_smoothing", 0.0))
-    augmentation = Augmentation.from_params(ctx.params)
-    protected = set(getattr(tokenizer, "all_special_ids", [])) | {pad_id}
-    mask_id = mask_token_of(tokenizer)
+    augment = augmenter(ctx.params, tokenizer)
 
     def collate(indices: list[int]) -> Batch:
-        sequences = [
-            augmentation.apply(train_ids[i], protected=protected, mask_id=mask_id) for i in indices
-        ]
+        sequences = [augment(train_ids[i]) for i in indices]
         return _batch(sequences, [train_labels[i] for i in indices], pad_id, multiple)
 
     validation = _validation_batches(

@@ -8,7 +8,7 @@ padding) are never touched.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,16 @@ def _swap_neighbours(
             i += 2  # a swapped token does not move again
         else:
             i += 1
+
+
+def augmenter(params: Mapping[str, Any], tokenizer: Any) -> Callable[[Sequence[int]], list[int]]:
+    """The trial's augmentation for one tokenizer's ids: its special tokens are spared."""
+    augmentation = Augmentation.from_params(params)
+    protected = {int(i) for i in getattr(tokenizer, "all_special_ids", [])}
+    if getattr(tokenizer, "pad_token_id", None) is not None:
+        protected.add(int(tokenizer.pad_token_id))
+    mask_id = mask_token_of(tokenizer)
+    return lambda ids: augmentation.apply(ids, protected=protected, mask_id=mask_id)
 
 
 def mask_token_of(tokenizer: Any) -> int | None:
