@@ -20,8 +20,12 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def resolve_principal(state: AppState, token: str | None) -> Principal:
+def resolve_principal(state: AppState, token: str | None, *, cached: bool = True) -> Principal:
     """Who presents ``token``.
+
+    A stored token verified in the last few seconds is not looked up again
+    (``state.tokens``: revocation takes effect within its TTL); ``cached=False``
+    asks the database every time.
 
     Raises:
         UnauthorizedError: auth is on and the token is missing or unknown.
@@ -33,11 +37,19 @@ def resolve_principal(state: AppState, token: str | None) -> Principal:
     admin = state.settings.admin_token or ""
     if hmac.compare_digest(token.encode(), admin.encode()):
         return BOOTSTRAP_ADMIN
-    with state.db.session_scope() as session:
-        principal = authenticate(session, token)
+    principal = (
+        state.tokens.lookup(token, lambda t: _authenticate(state, t))
+        if cached
+        else _authenticate(state, token)
+    )
     if principal is None:
         raise UnauthorizedError("invalid or revoked API token")
     return principal
+
+
+def _authenticate(state: AppState, token: str) -> Principal | None:
+    with state.db.session_scope() as session:
+        return authenticate(session, token)
 
 
 def check_scope(principal: Principal, needed: Scope) -> Principal:

@@ -236,7 +236,8 @@ class DashboardAuth:
 
     async def _verify(self, token: str) -> Principal:
         # Token checks hit the database; keep them off the event loop.
-        return await run_in_threadpool(resolve_principal, self.state, token)
+        # Uncached: revoking a token ends its dashboard session at once.
+        return await run_in_threadpool(lambda: resolve_principal(self.state, token, cached=False))
 
     async def login_form(self, request: Request) -> Response:
         if not self.state.auth_enabled:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from optuna.storages import RDBStorage
 
+from service.token_cache import TokenCache
 from storage.db import Database
 from storage.optuna_store import OptunaReader, open_optuna_storage
 from storage.settings import Settings
@@ -19,6 +20,7 @@ class AppState:
     optuna: RDBStorage
     reader: OptunaReader
     policy: ValidationPolicy
+    tokens: TokenCache = field(default_factory=TokenCache)
 
     @classmethod
     def open(cls, settings: Settings) -> AppState:

@@ -59,7 +59,8 @@ def list_tokens(state: StateDep, _: AdminDep) -> dict[str, Any]:
 def revoke_token(
     token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], state: StateDep, principal: AdminDep
 ) -> Response:
-    """Revoke a token; it stops working at once."""
+    """Revoke a token; it stops working at once (other API processes: within 5 s)."""
     with state.db.session_scope() as session:
         tokens.revoke_token(session, token_id, principal.name)
+    state.tokens.clear()  # this process forgets it now; the others when their entries expire
     return Response(status_code=status.HTTP_204_NO_CONTENT)
