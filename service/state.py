@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from optuna.storages import RDBStorage
 
+from service.summary import SummaryCache
 from service.token_cache import TokenCache
 from storage.db import Database
 from storage.optuna_store import OptunaReader, open_optuna_storage
@@ -21,6 +22,7 @@ class AppState:
     reader: OptunaReader
     policy: ValidationPolicy
     tokens: TokenCache = field(default_factory=TokenCache)
+    summaries: SummaryCache = field(default_factory=SummaryCache)
 
     @classmethod
     def open(cls, settings: Settings) -> AppState:

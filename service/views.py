@@ -7,6 +7,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from service.state import AppState
+from service.summary import TrialSummary
 from storage.budget import Placement, compute_saved_s, trial_placements
 from storage.models import Study, Worker
 from storage.optuna_store import trial_to_dict
@@ -85,8 +86,29 @@ def trial_views(state: AppState, study: Study, trials: list[FrozenTrial]) -> lis
 
 
 def study_view(state: AppState, study: Study) -> dict[str, Any]:
-    """The full study shape: counts by trial state, best so far, links."""
+    """The full study shape: counts by trial state, best so far, links.
+
+    The counts, the best trial and the compute saved are reused while the
+    study's row is unchanged (``state.summaries``), so a read of a large study
+    does not scan Optuna's trials every time.
+    """
     spec = StudySpec.model_validate(study.spec)
+    trials = state.summaries.get(study, lambda: _trial_summary(state, study, spec))
+    summary = study_summary(study)
+    summary["budget"]["compute_saved_s"] = trials.compute_saved_s
+    return {
+        **summary,
+        "spec": spec,
+        "counts": dict(trials.counts),
+        "best": trials.best,
+        "started_at": study.started_at,
+        "finished_at": study.finished_at,
+        "links": study_links(state, study),
+    }
+
+
+def _trial_summary(state: AppState, study: Study, spec: StudySpec) -> TrialSummary:
+    """What the study view reads from Optuna's trials and the leases, read now."""
     counts: dict[str, int] = {}
     best = None
     if study.optuna_study_id is not None:
@@ -98,18 +120,9 @@ def study_view(state: AppState, study: Study) -> dict[str, Any]:
                 # Its Optuna study is gone (deleted behind the service): no trials, no best.
                 found = []
             best = trial_views(state, study, found)[0] if found else None
-    summary = study_summary(study)
     with state.db.session_scope(read_only=True) as session:
-        summary["budget"]["compute_saved_s"] = compute_saved_s(session, study.id)
-    return {
-        **summary,
-        "spec": spec,
-        "counts": counts,
-        "best": best,
-        "started_at": study.started_at,
-        "finished_at": study.finished_at,
-        "links": study_links(state, study),
-    }
+        saved = compute_saved_s(session, study.id)
+    return TrialSummary(counts, best, saved)
 
 
 def worker_view(worker: Worker) -> dict[str, Any]:

@@ -189,6 +189,8 @@ class Reaper:
             if fail_orphan(self.optuna_storage, study.name, trial, why):
                 record_event(session, "trial_orphaned", study.name, "system", trial=trial.number)
                 failed += 1
+        if failed:
+            study.updated_at = utcnow()  # the row's version: readers recount the trials
         return failed
 
     def _orphans(

@@ -211,6 +211,7 @@ def enqueue_trial(
     _optuna_study(optuna_storage, study).enqueue_trial(
         params, user_attrs={ATTR_ENQUEUED_BY: actor or "anonymous"}
     )
+    study.updated_at = utcnow()  # the row's version: readers recount the trials
     record_event(session, "enqueued", name, actor, params=params)
     notify_claimable(session)
     return params

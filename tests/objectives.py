@@ -56,3 +56,10 @@ def out_of_memory(ctx: TrialContext) -> Mapping[str, float]:
     import torch
 
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+def fails_below(ctx: TrialContext) -> Mapping[str, float]:
+    """``quadratic``, except that a trial with x below ``fail_below`` (-5) raises."""
+    if _x(ctx) < float(ctx.config.get("fail_below", -5.0)):
+        raise ValueError(f"x = {_x(ctx)} is out of the objective's domain")
+    return quadratic(ctx)
