@@ -81,7 +81,7 @@ def render(
         SECTION,
         "",
         f"Command: `python benchmarks/train_throughput.py --cpu-slots {n} "
-        f"--repeats {args.repeats}{write}`  ",
+        f"--repeats {args.repeats} --steps {args.steps}{write}`  ",
         f"Machine: {cores} CPU cores, no GPU; {n} trainings of the small BERT at once  ",
         f"Date: {datetime.date.today().isoformat()}",
         "",
