@@ -36,6 +36,15 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class ClaimRequest:
+    """What a worker asks for when it claims: which worker, on which device, for which studies."""
+
+    worker_id: str
+    device: str
+    studies: list[str] | None = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How a trial ended, as the budget sees it.
 
@@ -175,11 +184,14 @@ def finish_lease(
     fail_fast_trials: int,
     usage: Usage | None = None,
     value: float | None = None,
+    notify: bool = True,
 ) -> bool:
     """Settle a lease whose trial Optuna has been told (``final_state``), with the counters.
 
     ``usage`` is charged to the study's compute budget; ``value`` (the
     objective of a COMPLETE single-objective trial) feeds ``budget.stop_when``.
+    ``notify`` wakes idle workers for the slot set free (a caller that claims
+    again in the same transaction decides itself, see :func:`claim_after_finish`).
     Returns False when the lease is no longer this worker's: a reaper took it,
     and counted the told result or failed the trial and enqueued a retry.
     """
@@ -203,8 +215,29 @@ def finish_lease(
         study.n_finished += 1
         record_value(study, value if final_state == "COMPLETE" else None, lease.trial_number)
     update_status(session, study, now, fail_fast_trials)
-    notify_claimable(session)
+    if notify:
+        notify_claimable(session)
     return True
+
+
+def claim_after_finish(
+    session: Session, finished_study_id: int, request: ClaimRequest
+) -> Claim | None:
+    """Claim the worker's next slot in the transaction that settled its last one.
+
+    One transaction instead of two. Idle workers are woken only when a slot
+    stays free: the claim went to another study, found none, or left room.
+    """
+    claim = claim_slot(session, request.worker_id, request.device, request.studies)
+    finished = session.get(Study, finished_study_id)
+    if (
+        claim is None
+        or claim.study_id != finished_study_id
+        or finished is None
+        or has_room(finished)
+    ):
+        notify_claimable(session)
+    return claim
 
 
 def lease_fail_reason(session: Session, lease_id: int) -> str | None:

@@ -10,7 +10,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from storage.budget import Claim, claim_slot, pending_work
+from storage.budget import Claim, ClaimRequest, claim_slot, pending_work, release_lease
 from storage.errors import UnavailableError
 from storage.models import Worker, utcnow
 from storage.settings import Settings
@@ -45,6 +45,7 @@ class SlotRunner:
         self.stopping = threading.Event()
         self._grace_timer: threading.Timer | None = None
         self.trials_run = 0
+        self.env.claim_request = self._next_request
 
     def _tracker(self) -> MlflowTracker:
         from workers.tracking.hooks import TrialTracking
@@ -83,7 +84,8 @@ class SlotRunner:
         self.env.heartbeat.start()
         try:
             while not self.stopping.is_set() and not self._reached_max():
-                if not self.env.may_claim():
+                # A slot claimed with the last settlement passed the gates then.
+                if self.env.next_claim is None and not self.env.may_claim():
                     # A packed device is full, or one of its trials waits for room.
                     self.stopping.wait(GATE_POLL_S)
                     continue
@@ -103,10 +105,34 @@ class SlotRunner:
             self._shutdown()
         return 0
 
+    def _next_request(self) -> ClaimRequest | None:
+        """What to claim when a trial is settled; None when no trial follows it."""
+        limit = self.options.max_trials
+        last = limit is not None and self.trials_run + 1 >= limit
+        if self.stopping.is_set() or last or not self.env.may_claim():
+            return None
+        return ClaimRequest(
+            self.env.worker_id, self.options.device_label, self.options.studies or None
+        )
+
+    def _release_next_claim(self) -> None:
+        claim, self.env.next_claim = self.env.next_claim, None
+        if claim is None:
+            return
+        try:
+            with self.env.db.session_scope() as session:
+                release_lease(session, claim.lease_id, "shutdown")
+        except Exception:
+            logger.warning("could not hand back the slot of %s claimed last", claim.study_name)
+
     def _reached_max(self) -> bool:
         return self.options.max_trials is not None and self.trials_run >= self.options.max_trials
 
     def _claim(self) -> Claim | None:
+        if self.env.next_claim is not None:
+            # Claimed when the last trial was settled.
+            claim, self.env.next_claim = self.env.next_claim, None
+            return claim
         try:
             with self.env.db.session_scope() as session:
                 return claim_slot(
@@ -152,6 +178,7 @@ class SlotRunner:
     def _shutdown(self) -> None:
         if self._grace_timer is not None:
             self._grace_timer.cancel()
+        self._release_next_claim()
         self.env.heartbeat.stop()
         try:
             with self.env.db.session_scope() as session:

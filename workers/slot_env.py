@@ -25,7 +25,7 @@ from workers.interrupt import Interrupter
 from workers.retry import call_with_retries
 
 if TYPE_CHECKING:
-    from storage.budget import Claim
+    from storage.budget import Claim, ClaimRequest
     from workers.context import TrialContext
     from workers.outcome import TrialResult
 
@@ -81,6 +81,10 @@ class SlotEnv:
         # All must say yes before the slot claims a trial (a packed device's room).
         self.claim_gates: list[Callable[[], bool]] = []
         self.closers: list[Callable[[], None]] = []
+        # What the runner would claim next (None: no further trial); a trial's
+        # settlement claims it in the same transaction and leaves it here.
+        self.claim_request: Callable[[], ClaimRequest | None] | None = None
+        self.next_claim: Claim | None = None
 
     def install_host_sharing(self) -> None:
         """Share the device with the other slots of this machine, as the options say."""

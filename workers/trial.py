@@ -15,6 +15,7 @@ from storage.budget import (
     Claim,
     Outcome,
     attach_trial,
+    claim_after_finish,
     fail_study,
     finish_lease,
     lease_fail_reason,
@@ -57,12 +58,16 @@ class LeaseTaken(Exception):
 def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
     """Run the trial of ``claim`` to its end; None when no trial could be asked."""
     spec = StudySpec.model_validate(claim.spec)
+    # The lease is kept alive from its claim on (loading a study can take a while).
+    env.heartbeat.current = CurrentTrial(claim.lease_id, claim.study_name)
     try:
         trial = _ask(env, claim, spec)
     except LeaseTaken:
+        env.heartbeat.current = None
         logger.warning("the slot of %s was reaped before its trial started", claim.study_name)
         return None
     except Exception:
+        env.heartbeat.current = None
         logger.exception("could not start a trial of %s; handing the slot back", claim.study_name)
         env.retrying(lambda: _release(env, claim))
         return None
@@ -84,6 +89,9 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
     used = usage()
     ctx.set_info(compute_s=round(used.compute_s, 3), train_examples=used.train_examples)
     result = _settle(env, claim, spec, trial, result, usage=used)
+    following = env.next_claim  # claimed with the settlement: alive until its trial starts
+    if following is not None:
+        env.heartbeat.current = CurrentTrial(following.lease_id, following.study_name)
     log.info(
         "trial %d of %s: %s%s%s",
         trial.number,
@@ -267,8 +275,9 @@ def _settle(
         return _lost_result()
 
     def finish() -> bool:
+        request = env.claim_request() if env.claim_request is not None else None
         with env.db.session_scope() as session:
-            return finish_lease(
+            done = finish_lease(
                 session,
                 claim.lease_id,
                 env.worker_id,
@@ -278,7 +287,15 @@ def _settle(
                 fail_fast_trials=env.settings.fail_fast_trials,
                 usage=usage,
                 value=result.values[0] if result.values and len(result.values) == 1 else None,
+                notify=request is None,
             )
+            # The next slot in the same transaction (the runner takes it from env).
+            env.next_claim = (
+                claim_after_finish(session, claim.study_id, request)
+                if done and request is not None
+                else None
+            )
+            return done
 
     if env.retrying(finish):
         return result

@@ -249,3 +249,32 @@ def test_first_failures_with_one_error_fail_the_study(settings: Settings) -> Non
         assert study.status == StudyStatus.FAILED
         assert "ValueError: boom" in (study.status_reason or "")
     db.dispose()
+
+
+def test_a_settlement_claims_the_next_slot_in_its_transaction(settings: Settings) -> None:
+    from storage.budget import ClaimRequest, claim_after_finish
+
+    db = _study(settings, "chain", n_trials=3, max_concurrent_trials=1)
+    with db.session_scope() as session:
+        claim = claim_slot(session, "w", "cpu")
+    assert claim is not None
+    numbers = []
+    while claim is not None:
+        with db.session_scope() as session:
+            assert finish_lease(
+                session,
+                claim.lease_id,
+                "w",
+                study_id=claim.study_id,
+                outcome=Outcome("COMPLETE", True),
+                final_state="COMPLETE",
+                fail_fast_trials=3,
+                notify=False,
+            )
+            claim = claim_after_finish(session, claim.study_id, ClaimRequest("w", "cpu"))
+            numbers.append(None if claim is None else claim.claim_number)
+    # Exact as ever: three trials, then no slot; the study completed.
+    assert numbers == [2, 3, None]
+    with db.session_scope() as session:
+        study = session.query(Study).filter_by(name="chain").one()
+        assert (study.n_finished, study.n_active, study.status) == (3, 0, StudyStatus.COMPLETED)

@@ -65,3 +65,16 @@ def test_the_in_memory_storage_works_the_same() -> None:
     trial = ask_trial(study, {ATTR_LEASE: 2})
     assert trial.suggest_float("x", -1, 1) == 0.1
     assert tell_trial(study, trial, None, TrialState.PRUNED) == TrialState.PRUNED
+
+
+def test_a_created_trial_is_built_as_optuna_builds_it(study: optuna.Study) -> None:
+    from storage.optuna_store import _created_trial
+
+    trial = ask_trial(study, {ATTR_LEASE: 5})
+    fresh = optuna.Trial(study, trial._trial_id)
+    built = _created_trial(study, trial._trial_id)
+    # Optuna's own constructor and the one that skips the read agree on every field.
+    assert set(vars(built)) == set(vars(fresh))
+    assert built._cached_frozen_trial == fresh._cached_frozen_trial
+    built.report(1.0, 1)
+    assert study.trials[0].intermediate_values == {1: 1.0}
