@@ -25,7 +25,7 @@ else
     "$PY" -m pip install --quiet --upgrade pip
     # The PyPI build of this torch is a CUDA one on Linux x86_64.
     "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install --quiet "torch==2.13.0"
-    "$PY" -m pip install --quiet -e . "accelerate>=1.0,<2"
+    "$PY" -m pip install --quiet -e ".[worker]" "accelerate>=1.0,<2"
 fi
 
 if [ "${1:-}" != "--cpu-smoke" ]; then
