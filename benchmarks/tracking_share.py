@@ -101,15 +101,20 @@ def run_mode(
         HPO_MLFLOW_TRACKING_URI=tracking_uri.get(mode, ""),
         PYTHONPATH=str(REPO),
     )
-    subprocess.run(
-        [*HPO_WORKER, "--study", name, "--exit-when-idle"],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    return trial_seconds(optuna_url, name)
+    log_path = scratch / f"{name}.log"
+    with log_path.open("wb") as log:
+        subprocess.run(
+            [*HPO_WORKER, "--study", name, "--exit-when-idle"],
+            env=env,
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    seconds = trial_seconds(optuna_url, name)
+    if not seconds:
+        raise RuntimeError(f"no trial of {name} completed:\n{log_path.read_text()[-3000:]}")
+    return seconds
 
 
 def start_server(scratch: Path) -> tuple[subprocess.Popen[bytes], str]:
