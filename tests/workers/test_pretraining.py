@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,38 @@ def test_pairs_are_encoded_as_two_segments(
     assert tokens[0] == "[CLS]" and tokens.count("[SEP]") == 2 and tokens[-1] == "[SEP]"
     first_sep = tokens.index("[SEP]")
     assert set(types[: first_sep + 1]) == {0} and set(types[first_sep + 1 :]) == {1}
+
+
+def test_a_short_mlm_nsp_run_lowers_both_losses(
+    make_context: Callable[..., TrialContext], tiny_params: dict[str, Any], tmp_path: Path
+) -> None:
+    # Each document draws its words from its own 3 of 30: a sentence that follows
+    # shares them, one from another document mostly does not.
+    rng = random.Random(0)
+    documents = []
+    for _ in range(600):
+        words = rng.sample([f"w{k}" for k in range(30)], 3)
+        documents.append(
+            "\n".join(" ".join(rng.choice(words) for _ in range(5)) + "." for _ in range(4))
+        )
+    corpus = tmp_path / "documents.txt"
+    corpus.write_text("\n\n".join(documents))
+    config = {
+        "dataset": {"source": "text", "path": str(corpus), "validation_fraction": 0.2},
+        "model": {"source": "scratch", "vocab_size": 200},
+        "objective": "mlm+nsp",
+        "max_seq_len": 32,
+        "max_epochs": 20,
+        "max_steps": 250,
+        "eval_every_steps": 50,
+    }
+    params = {**tiny_params, "learning_rate": 2e-3, "lr_schedule": "constant"}
+    ctx = make_context("masked-lm", config=config, params=params, objective="val_nsp_accuracy")
+    reports: list[dict[str, float]] = []
+    ctx.report_hooks.append(lambda step, metrics: reports.append(dict(metrics)))
+    run(ctx)
+    first, last = reports[0], reports[-1]
+    assert last["val_mlm_loss"] < 0.9 * first["val_mlm_loss"], reports
+    assert last["val_nsp_loss"] < first["val_nsp_loss"] - 0.03, reports
+    assert last["val_nsp_accuracy"] > 0.6, reports
+    assert ctx.info["n_train_documents"] == 480

@@ -172,8 +172,9 @@ def generate_documents(
 ) -> list[list[str]]:
     """Documents of a few reviews each, about one product kind (``phone``...).
 
-    Sentences of a document share their domain's aspects (battery, screen...),
-    so whether a sentence follows another one can be learned (BERT's
+    The sentences of a document talk about two aspects of one product kind
+    (its battery and its screen...), as a real review keeps to its subject, so
+    whether a sentence follows another one can be learned (BERT's
     next-sentence prediction); about ``n_sentences`` sentences in all.
     Separate from :func:`generate_reviews`: its output does not change.
     """
@@ -183,15 +184,16 @@ def generate_documents(
     documents: list[list[str]] = []
     total = 0
     while total < n_sentences:
-        domain = rng.choice(sorted(_DOMAINS))
+        aspects = tuple(rng.sample(_DOMAINS[rng.choice(sorted(_DOMAINS))], 2))
         size = rng.randint(*per_document)
-        documents.append([_review(rng, domain)[0] for _ in range(size)])
+        documents.append([_review(rng, aspects)[0] for _ in range(size)])
         total += size
     return documents
 
 
-def _review(rng: random.Random, domain: str | None = None) -> tuple[str, float]:
-    aspects = _DOMAINS[domain if domain is not None else rng.choice(sorted(_DOMAINS))]
+def _review(rng: random.Random, aspects: tuple[str, ...] | None = None) -> tuple[str, float]:
+    if aspects is None:
+        aspects = _DOMAINS[rng.choice(sorted(_DOMAINS))]
     first = _clause(rng, aspects)
     kind = rng.choices(("single", "and", "but", "although", "even though"), (9, 3, 5, 2, 2))[0]
     if kind == "single":
