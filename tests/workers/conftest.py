@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import torch
 
 from storage.tasks import get_declaration
 from workers.context import TrialContext
@@ -99,3 +100,12 @@ def builtin_config() -> Callable[..., dict[str, Any]]:
         }
 
     return factory
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Train with one torch thread: two on two busy cores spin against each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
