@@ -90,6 +90,16 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> A
     raise TypeError(f"no suggest method for {type(distribution).__name__}")
 
 
+def study_id_of(study: optuna.Study) -> int:
+    """The id of ``study`` in Optuna's storage (Optuna keeps it private)."""
+    return int(study._study_id)
+
+
+def trial_id_of(trial: optuna.Trial | FrozenTrial) -> int:
+    """The id of ``trial`` in Optuna's storage (Optuna keeps it private)."""
+    return int(trial._trial_id)
+
+
 def set_trial_attr(
     study: optuna.Study, trial: FrozenTrial, key: str, value: Any, *, system: bool = False
 ) -> None:

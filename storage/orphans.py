@@ -28,7 +28,13 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from storage.optuna_store import ATTR_ERROR, ATTR_FAIL_REASON, ATTR_LEASE, ATTR_REQUEUE_OF
+from storage.optuna_store import (
+    ATTR_ERROR,
+    ATTR_FAIL_REASON,
+    ATTR_LEASE,
+    ATTR_REQUEUE_OF,
+    trial_id_of,
+)
 
 logger = logging.getLogger(__name__)
 ORPHANED = "orphaned"
@@ -57,7 +63,7 @@ def find_orphans(
     asking = [lease.claimed_at for lease in leases if lease.optuna_trial_id is None]
     orphans = []
     for trial in running:
-        if trial._trial_id in attached:
+        if trial_id_of(trial) in attached:
             continue
         owner = trial.user_attrs.get(ATTR_LEASE)
         if owner is not None:
@@ -101,7 +107,7 @@ def fail_orphan(storage: RDBStorage, study_name: str, trial: FrozenTrial, why: s
     fixed = trial.system_attrs.get("fixed_params")
     if fixed:
         _requeue(storage, study_name, trial, dict(fixed))
-    failed = fail_trial(storage, trial._trial_id, ORPHANED, why)
+    failed = fail_trial(storage, trial_id_of(trial), ORPHANED, why)
     if failed:
         logger.warning("failed orphaned trial %d of %s: %s", trial.number, study_name, why)
     return failed

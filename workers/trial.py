@@ -31,8 +31,10 @@ from storage.optuna_store import (
     ATTR_RETRY_OF,
     ATTR_RETRY_ROOT,
     ask_trial,
+    study_id_of,
     suggest,
     tell_trial,
+    trial_id_of,
 )
 from storage.orphans import fail_orphan
 from storage.reaper import enqueue_retry
@@ -114,7 +116,7 @@ def _values_text(spec: StudySpec, values: list[float] | None) -> str:
 
 def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
     study = env.study(claim, spec)
-    if study._study_id != claim.optuna_study_id:
+    if study_id_of(study) != claim.optuna_study_id:
         # Another Optuna study took the name (the first one was deleted behind the service).
         raise LookupError(MISSING_OPTUNA_STUDY)
     if is_resumable(study.pruner):
@@ -131,7 +133,7 @@ def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
     retry_of = attrs.get(ATTR_RETRY_OF)
     attempt = int(attrs.get(ATTR_ATTEMPT, 0))
     if not env.retrying(lambda: _attach(env, claim, trial, retry_of, attempt)):
-        frozen = env.optuna_storage.get_trial(trial._trial_id)
+        frozen = env.optuna_storage.get_trial(trial_id_of(trial))
         why = "its lease was reaped before the trial was recorded on it"
         env.retrying(lambda: fail_orphan(env.optuna_storage, claim.study_name, frozen, why))
         raise LeaseTaken(claim.lease_id)
@@ -163,7 +165,7 @@ def _attach(
             claim.lease_id,
             env.worker_id,
             trial_number=trial.number,
-            optuna_trial_id=trial._trial_id,
+            optuna_trial_id=trial_id_of(trial),
             retry_of=retry_of,
             attempt=attempt,
         )
@@ -331,14 +333,14 @@ def _tell(
     state = TrialState[outcome.state]
     try:
         if outcome.state == "FAIL":
-            storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, outcome.fail_reason)
-            storage.set_trial_user_attr(trial._trial_id, ATTR_ERROR, outcome.error)
+            storage.set_trial_user_attr(trial_id_of(trial), ATTR_FAIL_REASON, outcome.fail_reason)
+            storage.set_trial_user_attr(trial_id_of(trial), ATTR_ERROR, outcome.error)
         values = result.values if state == TrialState.COMPLETE else None
         told = tell_trial(study, trial, values, state)
     except optuna.exceptions.UpdateFinishedTrialError:
-        told = storage.get_trial(trial._trial_id).state
+        told = storage.get_trial(trial_id_of(trial)).state
     if result.retry:
         attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 0))
-        frozen = storage.get_trial(trial._trial_id)
+        frozen = storage.get_trial(trial_id_of(trial))
         enqueue_retry(storage, study.study_name, frozen, attempt, base_seed=spec_seed)
     return told.name

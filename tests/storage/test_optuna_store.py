@@ -78,3 +78,13 @@ def test_a_created_trial_is_built_as_optuna_builds_it(study: optuna.Study) -> No
     assert built._cached_frozen_trial == fresh._cached_frozen_trial
     built.report(1.0, 1)
     assert study.trials[0].intermediate_values == {1: 1.0}
+
+
+def test_ids_come_from_one_place(study: optuna.Study) -> None:
+    from storage.optuna_store import study_id_of, trial_id_of
+
+    trial = ask_trial(study, {ATTR_LEASE: 1})
+    storage = study._storage
+    assert study_id_of(study) == storage.get_study_id_from_name("fast")
+    assert trial_id_of(trial) == trial_id_of(study.trials[0])
+    assert storage.get_trial_number_from_id(trial_id_of(trial)) == trial.number
