@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -86,7 +87,7 @@ def run_mode(
     args: argparse.Namespace,
     scratch: Path,
     server: str,
-) -> list[float]:
+) -> tuple[list[float], float]:
     service_url, optuna_url = urls
     spec = validate_spec(_spec(name, args.trials, args.steps), ValidationPolicy())
     create_study(service_url, optuna_url, spec)
@@ -102,6 +103,7 @@ def run_mode(
         PYTHONPATH=str(REPO),
     )
     log_path = scratch / f"{name}.log"
+    before = _children_cpu_s()
     with log_path.open("wb") as log:
         subprocess.run(
             [*HPO_WORKER, "--study", name, "--exit-when-idle"],
@@ -111,10 +113,17 @@ def run_mode(
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+    cpu_s = _children_cpu_s() - before
     seconds = trial_seconds(optuna_url, name)
     if not seconds:
         raise RuntimeError(f"no trial of {name} completed:\n{log_path.read_text()[-3000:]}")
-    return seconds
+    return seconds, cpu_s
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of every finished child process so far, theirs included."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def start_server(scratch: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -153,6 +162,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     medians: dict[str, list[float]] = {mode: [] for mode in MODES}
+    cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
     with (
         tempfile.TemporaryDirectory(prefix="tracking-share-") as folder,
         migrated_databases(args.server) as urls,
@@ -163,30 +173,39 @@ def main() -> None:
             for repeat in range(args.repeats):
                 for mode in MODES:
                     name = f"share-{mode.replace(' ', '-')}-{repeat}"
-                    seconds = run_mode(
+                    seconds, cpu_s = run_mode(
                         urls, mode, name=name, args=args, scratch=scratch, server=url
                     )
                     medians[mode].append(statistics.median(seconds))
-                    print(f"{mode}: trials of {seconds} s", flush=True)
+                    cpu[mode].append(cpu_s)
+                    print(f"{mode}: trials of {seconds} s, {cpu_s:.1f} CPU-s", flush=True)
                 # The table so far: a run cut short still tells what it measured.
-                print(render(medians, args), flush=True)
+                print(render(medians, cpu, args.trials), flush=True)
         finally:
             os.killpg(server.pid, 15)
             server.wait()
 
 
-def render(medians: dict[str, list[float]], args: argparse.Namespace) -> str:
+def render(medians: dict[str, list[float]], cpu: dict[str, list[float]], trials: int) -> str:
+    """Wall time per trial (best run) and CPU time of the whole worker run (least)."""
     best = {mode: min(values) for mode, values in medians.items() if values}
     if len(best) < len(MODES):
         return "(not every mode measured yet)"
+    least = {mode: min(values) for mode, values in cpu.items()}
     lines = [
-        "| tracking | median trial s (best run) | all runs | share of the trial's wall time |",
-        "|---|---|---|---|",
+        "| tracking | median trial s (best run) | all runs | wall share | worker CPU-s "
+        "(least) | all runs | CPU-s over off, per trial |",
+        "|---|---|---|---|---|---|---|",
     ]
     for mode in MODES:
         share = "-" if mode == "off" else f"{(best[mode] - best['off']) / best[mode]:+.1%}"
+        extra = "-" if mode == "off" else f"{(least[mode] - least['off']) / trials:+.1f}"
         every = ", ".join(f"{v:.2f}" for v in medians[mode])
-        lines.append(f"| {mode} | {best[mode]:.2f} | {every} | {share} |")
+        every_cpu = ", ".join(f"{v:.1f}" for v in cpu[mode])
+        lines.append(
+            f"| {mode} | {best[mode]:.2f} | {every} | {share} | {least[mode]:.1f} "
+            f"| {every_cpu} | {extra} |"
+        )
     return "\n".join(lines)
 
 
