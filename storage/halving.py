@@ -42,6 +42,7 @@ from storage.optuna_store import (
     ATTR_PROMOTED_RUNG,
     ATTR_RETRY_ROOT,
     ATTR_SEED,
+    folder_root,
     set_trial_attr,
 )
 from storage.seeds import trial_seed
@@ -220,4 +221,4 @@ def is_resumable(pruner: BasePruner) -> bool:
 
 
 def _root(trial: FrozenTrial) -> int:
-    return int(trial.user_attrs.get(ATTR_RETRY_ROOT, trial.number))
+    return folder_root(trial)

@@ -90,6 +90,12 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> A
     raise TypeError(f"no suggest method for {type(distribution).__name__}")
 
 
+def folder_root(trial: optuna.Trial | FrozenTrial) -> int:
+    """The trial whose folder ``trial`` works in: retries and continuations share their
+    first trial's (``hpo.retry_root``), so they resume from its checkpoint."""
+    return int(trial.user_attrs.get(ATTR_RETRY_ROOT, trial.number))
+
+
 def study_id_of(study: optuna.Study) -> int:
     """The id of ``study`` in Optuna's storage (Optuna keeps it private)."""
     return int(study._study_id)

@@ -76,3 +76,16 @@ def check_confined(path: str, roots: list[Path], loc: tuple[str | int, ...]) -> 
     except PathNotAllowedError as exc:
         return [ErrorDetail(loc, str(exc))]
     return []
+
+
+def trial_folder(trials_dir: Path, study_name: str, root: int) -> Path:
+    """The folder of trial ``root`` of a study (``<trials_dir>/<study>/trial-NNNNN``).
+
+    ``root`` is the trial whose folder it is: retries and continuations work in
+    their first trial's folder (see ``storage.optuna_store.folder_root``).
+    """
+    return trials_dir / study_name / trial_folder_name(root)
+
+
+def trial_folder_name(root: int) -> str:
+    return f"trial-{root:05d}"

@@ -33,6 +33,7 @@ from storage.optuna_store import (
     ATTR_RETRY_OF,
     ATTR_RETRY_ROOT,
     ATTR_SEED,
+    folder_root,
 )
 from storage.orphans import ActiveLease, fail_orphan, fail_trial, find_orphans
 from storage.seeds import trial_seed
@@ -270,8 +271,11 @@ def enqueue_retry(
     for other in study.get_trials(deepcopy=False):
         if other.user_attrs.get(ATTR_RETRY_OF) == trial.number:
             return
-    root = trial.user_attrs.get(ATTR_RETRY_ROOT, trial.number)
-    user_attrs = {ATTR_RETRY_OF: trial.number, ATTR_RETRY_ROOT: root, ATTR_ATTEMPT: attempt}
+    user_attrs = {
+        ATTR_RETRY_OF: trial.number,
+        ATTR_RETRY_ROOT: folder_root(trial),
+        ATTR_ATTEMPT: attempt,
+    }
     if (seed := trial_seed(trial, base_seed)) is not None:
         user_attrs[ATTR_SEED] = seed
     if (passed := passed_rung(trial)) is not None:

@@ -29,14 +29,15 @@ from storage.optuna_store import (
     ATTR_FAIL_REASON,
     ATTR_LEASE,
     ATTR_RETRY_OF,
-    ATTR_RETRY_ROOT,
     ask_trial,
+    folder_root,
     study_id_of,
     suggest,
     tell_trial,
     trial_id_of,
 )
 from storage.orphans import fail_orphan
+from storage.paths import trial_folder
 from storage.reaper import enqueue_retry
 from storage.search_space import to_distributions
 from storage.seeds import new_trial_seed_attrs, trial_seed
@@ -193,7 +194,6 @@ def _optuna_study_exists(env: SlotEnv, claim: Claim) -> bool:
 def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial, claim: Claim) -> TrialContext:
     declaration = get_declaration(spec.task.name)
     params = {**(declaration.defaults() if declaration else {}), **trial.params}
-    root = trial.user_attrs.get(ATTR_RETRY_ROOT, trial.number)
     ctx = TrialContext(
         trial=trial,
         params=params,
@@ -201,7 +201,7 @@ def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial, claim: Claim) -
         objective_metrics=[o.metric for o in spec.objective_list],
         seed=trial_seed(trial, spec.sampler.seed) or 0,
         device=env.device,
-        work_dir=env.settings.trials_dir / spec.name / f"trial-{root:05d}",
+        work_dir=trial_folder(env.settings.trials_dir, spec.name, folder_root(trial)),
         cache_dir=env.settings.data_dir / "cache",
         dataset_roots=env.settings.dataset_root_paths,
         critical=env.interrupter.critical,

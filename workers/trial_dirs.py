@@ -21,7 +21,8 @@ import optuna
 
 from storage.budget import Claim, study_open
 from storage.halving import is_paused
-from storage.optuna_store import ATTR_FAIL_REASON, ATTR_RETRY_ROOT
+from storage.optuna_store import ATTR_FAIL_REASON, folder_root
+from storage.paths import trial_folder_name
 from storage.spec import StudySpec
 from workers.context import TrialContext
 from workers.outcome import TrialResult
@@ -153,4 +154,4 @@ def _study_open(env: SlotEnv, study_id: int) -> bool:
 
 
 def _folder(trial: optuna.trial.FrozenTrial) -> str:
-    return f"trial-{trial.user_attrs.get(ATTR_RETRY_ROOT, trial.number):05d}"
+    return trial_folder_name(folder_root(trial))

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from mlflow.entities import Metric, Param, RunTag
 
+from storage.optuna_store import folder_root
+from storage.paths import trial_folder
 from storage.tracking_rows import TrackedStudy, claim_summary, mark_summarized
 from workers.tracking.ops import clip, now_ms
 from workers.tracking.sweep import sweep_study
@@ -127,8 +129,7 @@ def _ensure_best_model(
     registered = current_best(executor.client, row.name, row.id)
     if registered is not None and registered[1] == trial.number:
         return
-    root = trial.user_attrs.get("hpo.retry_root", trial.number)
-    model_dir = executor.settings.trials_dir / row.name / f"trial-{root:05d}" / "model"
+    model_dir = trial_folder(executor.settings.trials_dir, row.name, folder_root(trial)) / "model"
     run_id = _trial_run_id(executor, experiment_id, trial.number)
     if not model_dir.is_dir() or run_id is None:
         return
