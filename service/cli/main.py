@@ -169,7 +169,10 @@ def _upgrade(settings: Settings) -> None:
 def worker(
     devices: Annotated[str, typer.Option(help="auto, cpu, or GPU indices such as 0,1")] = "auto",
     per_device: Annotated[
-        str, typer.Option(help="slots per device (1-64), or auto: as many as fit in its memory")
+        str,
+        typer.Option(
+            metavar="N|auto", help="slots per device (1-64), or auto: as many as fit in its memory"
+        ),
     ] = "1",
     study: Annotated[list[str] | None, typer.Option(help="only these studies (repeatable)")] = None,
     max_trials: Annotated[
