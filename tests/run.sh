@@ -33,6 +33,4 @@ apt_install pgbouncer pgbouncer
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/mypy"
-# Two test processes (HPO_TEST_PROCESSES): the end-to-end tests mostly wait on the
-# servers and workers they start, so two share the machine's cores well.
-exec "$VENV/bin/pytest" -n "${HPO_TEST_PROCESSES:-2}" "$@"
+exec "$VENV/bin/pytest" "$@"

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 MAX_BACKOFF_S = 30.0
+FLUSH_RETRY_S = 1.0
 TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR"}
 _TRANSIENT_HINTS = (
     "connection",
@@ -64,6 +65,7 @@ class MlflowTracker:
         self._cond = threading.Condition()
         self._busy = False
         self._closing = False
+        self._flushing = False  # someone waits for the queue to drain: retry soon
         self._down_since: float | None = None
         self._thread = threading.Thread(target=self._loop, name="mlflow-tracker", daemon=True)
         self._load_spools()
@@ -132,11 +134,16 @@ class MlflowTracker:
         """Wait until every queued op is sent; False if ``timeout_s`` ran out."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self._queue or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.5))
+            self._flushing = True
+            self._cond.notify_all()  # a send waiting out a long backoff retries now
+            try:
+                while self._queue or self._busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(min(left, 0.5))
+            finally:
+                self._flushing = False
         return True
 
     def close(self, timeout_s: float) -> None:
@@ -221,7 +228,9 @@ class MlflowTracker:
         with self._cond:
             if self._closing:
                 return False
-            self._cond.wait(delay)
+            # While a flush waits (a worker about to exit), a backoff of up to
+            # MAX_BACKOFF_S could outlast it although MLflow is back.
+            self._cond.wait(min(delay, FLUSH_RETRY_S) if self._flushing else delay)
             return not self._closing
 
     # -- spooling --------------------------------------------------------------
