@@ -160,12 +160,16 @@ def trajectory(
         if trial is not None and trial.state == optuna.trial.TrialState.COMPLETE:
             best = trial.value if best is None else max(best, trial.value or 0.0)
         points.append((spent, best))
-    _print_trials(name, [trials[n] for n, _ in rows if n in trials], dict(rows))
+    unit = " examples" if examples else "s"
+    _print_trials(name, [trials[n] for n, _ in rows if n in trials], dict(rows), unit)
     return points
 
 
 def _print_trials(
-    name: str, trials: list[optuna.trial.FrozenTrial], compute: dict[int, float | None]
+    name: str,
+    trials: list[optuna.trial.FrozenTrial],
+    compute: dict[int, float | None],
+    unit: str,
 ) -> None:
     shown = []
     for trial in trials:
@@ -178,7 +182,7 @@ def _print_trials(
         shown.append(
             f"{trial.number}{'<' + str(link) if link is not None else ''}:"
             f"{trial.state.name[0]}{'' if value is None else f'{value:.3f}'}"
-            f"/{compute.get(trial.number) or 0:.0f}s"
+            f"/{compute.get(trial.number) or 0:.0f}{unit}"
         )
     print(f"{name}: {' '.join(shown)}", file=sys.stderr, flush=True)
 
