@@ -111,8 +111,8 @@ class ResumableHalvingPruner(BasePruner):
             return True
         set_trial_attr(study, trial, key, value, system=True)
         others = study.get_trials(deepcopy=False)
-        ranked = rung_ranking(others, rung, study.direction, extra=(_root(trial), value))
-        if _root(trial) in ranked[: len(ranked) // self.reduction_factor]:
+        ranked = rung_ranking(others, rung, study.direction, extra=(folder_root(trial), value))
+        if folder_root(trial) in ranked[: len(ranked) // self.reduction_factor]:
             return False
         set_trial_attr(study, trial, ATTR_PAUSED_RUNG, rung)
         return True
@@ -141,7 +141,7 @@ def find_promotion(
     for trial in trials:
         rung = trial.user_attrs.get(ATTR_PAUSED_RUNG)
         if is_paused(trial) and rung is not None and trial.number not in continued:
-            paused.setdefault(int(rung), {})[_root(trial)] = trial
+            paused.setdefault(int(rung), {})[folder_root(trial)] = trial
     for rung in sorted(paused, reverse=True):
         ranked = rung_ranking(trials, rung, direction)
         for root in ranked[: len(ranked) // reduction_factor]:
@@ -162,7 +162,7 @@ def rung_ranking(
     for trial in trials:
         value = trial.system_attrs.get(key)
         if isinstance(value, int | float) and math.isfinite(value):
-            values.setdefault(_root(trial), float(value))
+            values.setdefault(folder_root(trial), float(value))
     if extra is not None:
         values.setdefault(*extra)
     sign = -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
@@ -185,7 +185,7 @@ def promote(study: optuna.Study, reduction_factor: int, base_seed: int | None) -
     parent = found.parent
     attrs = {
         ATTR_CONTINUES: parent.number,
-        ATTR_RETRY_ROOT: _root(parent),
+        ATTR_RETRY_ROOT: folder_root(parent),
         ATTR_PROMOTED_RUNG: found.rung,
     }
     if (seed := trial_seed(parent, base_seed)) is not None:
@@ -218,7 +218,3 @@ def is_paused(trial: FrozenTrial) -> bool:
 def is_resumable(pruner: BasePruner) -> bool:
     """True for pruners whose stopped trials keep their checkpoints to be continued."""
     return bool(getattr(pruner, "resumable", False))
-
-
-def _root(trial: FrozenTrial) -> int:
-    return folder_root(trial)
