@@ -65,6 +65,31 @@ def _sqlite_on_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def bound_idle_transactions(engine: Engine, seconds: float) -> None:
+    """Have Postgres end a session of ``engine`` that stays idle inside a
+    transaction for longer than ``seconds`` (new connections; SQLite: no-op).
+
+    A worker frozen between two statements of a transaction (SIGSTOP, a stalled
+    VM) would otherwise keep its row locks, and the reaper that must fail its
+    lease would wait on them until the worker woke up. Behind PgBouncer in
+    transaction mode the setting reaches only the server connections these
+    sessions happened to open; set it on the server or role there.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    milliseconds = max(1000, int(seconds * 1000))
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}")
+        cursor.close()
+        dbapi_connection.commit()
+
+    event.listen(engine, "connect", on_connect)
+    # Connections opened before the listener (a storage's version check) lack it.
+    engine.dispose()
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when the database could not be reached or was busy (worth retrying)."""
     if isinstance(exc, OperationalError):

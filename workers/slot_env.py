@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import optuna
 from optuna.storages import RDBStorage
 
-from storage.db import Database
+from storage.db import Database, bound_idle_transactions
 from storage.optimizers import build_pruner, build_sampler
 from storage.optuna_store import open_optuna_storage
 from storage.pools import SLOT_OPTUNA, SLOT_SERVICE
@@ -66,6 +66,9 @@ class SlotEnv:
         self.optuna_storage: RDBStorage = open_optuna_storage(
             settings.optuna_storage, pool=SLOT_OPTUNA
         )
+        # A frozen slot must not hold row locks that the reaper waits on.
+        for engine in (self.db.engine, self.optuna_storage.engine):
+            bound_idle_transactions(engine, settings.heartbeat_grace_s)
         self.worker_id = new_worker_id(options.device_label, options.slot)
         self.interrupter = Interrupter()
         self.heartbeat = Heartbeat(
