@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -123,36 +125,67 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="runs of each runner, alternating which goes first (a busy machine drifts)",
+    )
+    parser.add_argument(
         "--tracking",
         action="store_true",
         help="also run the service with MLflow tracking on (local SQLite store)",
     )
     args = parser.parse_args()
-    rows = []
-    with migrated_databases(args.server) as (service_url, optuna_url):
-        for workers in args.workers:
-            runs = [
-                ("bare Optuna optimize", lambda w: run_bare(optuna_url, args.trials, w)),
-                ("service workers", lambda w: run_service(service_url, optuna_url, args.trials, w)),
-            ]
-            if args.tracking:
-                runs.append(
-                    (
-                        "service workers + MLflow tracking",
-                        lambda w: run_service(service_url, optuna_url, args.trials, w, True),
-                    )
-                )
-            for label, run in runs:
-                started = time.monotonic()
-                name = run(workers)
-                first, last, count = rates(optuna_url, name)
-                rows.append((label, workers, count, first, last, time.monotonic() - started))
+    rows: list[tuple[str, int, int, float, float, float]] = []
+    for workers in args.workers:
+        for round_ in range(args.rounds):
+            rows += _round(args, workers, reverse=round_ % 2 == 1)
     print(
         f"| runner | processes | trials | trials/s 0-{WINDOW} | trials/s last {WINDOW} | wall s |"
     )
     print("|---|---|---|---|---|---|")
     for label, workers, count, first, last, wall in rows:
         print(f"| {label} | {workers} | {count} | {first:.1f} | {last:.1f} | {wall:.0f} |")
+    _print_ratios(rows)
+
+
+def _round(
+    args: argparse.Namespace, workers: int, reverse: bool
+) -> list[tuple[str, int, int, float, float, float]]:
+    """One run of each runner on fresh databases, bare Optuna first unless ``reverse``."""
+    rows = []
+    with migrated_databases(args.server) as (service_url, optuna_url):
+        runs: list[tuple[str, Callable[[], str]]] = [
+            ("bare Optuna optimize", lambda: run_bare(optuna_url, args.trials, workers)),
+            ("service workers", lambda: run_service(service_url, optuna_url, args.trials, workers)),
+        ]
+        if args.tracking:
+            runs.append(
+                (
+                    "service workers + MLflow tracking",
+                    lambda: run_service(service_url, optuna_url, args.trials, workers, True),
+                )
+            )
+        for label, run in reversed(runs) if reverse else runs:
+            started = time.monotonic()
+            name = run()
+            first, last, count = rates(optuna_url, name)
+            rows.append((label, workers, count, first, last, time.monotonic() - started))
+    return rows
+
+
+def _print_ratios(rows: list[tuple[str, int, int, float, float, float]]) -> None:
+    """The service's rate as a multiple of bare Optuna's: medians over the rounds."""
+    print("\n| processes | service ÷ bare, trials 0-200 | service ÷ bare, last 200 |")
+    print("|---|---|---|")
+    for workers in sorted({row[1] for row in rows}):
+
+        def median_rates(label: str, w: int = workers) -> tuple[float, float]:
+            mine = [row for row in rows if row[0] == label and row[1] == w]
+            return statistics.median(r[3] for r in mine), statistics.median(r[4] for r in mine)
+
+        bare, service = median_rates("bare Optuna optimize"), median_rates("service workers")
+        print(f"| {workers} | {service[0] / bare[0]:.2f} | {service[1] / bare[1]:.2f} |")
 
 
 if __name__ == "__main__":

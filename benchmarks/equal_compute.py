@@ -116,8 +116,11 @@ def spec(
     }
 
 
-def run_study(urls: tuple[str, str], body: dict[str, Any]) -> None:
-    roots = [Path(minilm_dir()).parent]
+def run_study(
+    urls: tuple[str, str], body: dict[str, Any], dataset_roots: list[Path] | None = None
+) -> None:
+    """Create the study and run one worker slot on it until no trial is left."""
+    roots = dataset_roots or [Path(minilm_dir()).parent]
     create_study(*urls, validate_spec(body, ValidationPolicy(dataset_roots=roots)))
     env = dict(
         os.environ,
@@ -125,7 +128,7 @@ def run_study(urls: tuple[str, str], body: dict[str, Any]) -> None:
         HPO_OPTUNA_STORAGE=urls[1],
         HPO_MLFLOW_ENABLED="false",
         HPO_DATA_DIR=str(SCRATCH / body["name"]),
-        HPO_DATASET_ROOTS=str(Path(minilm_dir()).parent),
+        HPO_DATASET_ROOTS=os.pathsep.join(str(r) for r in roots),
         PYTHONPATH=str(REPO),
     )
     command = [sys.executable, "-m", "service.cli.main", "worker", "--devices", "cpu"]

@@ -167,6 +167,32 @@ def generate_reviews(
     return texts, labels
 
 
+def generate_topic_reviews(
+    n: int, *, seed: int, stream: str, kinds: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """``n`` reviews of the product ``kinds`` ("phone", "hotel"...), each labelled
+    ``<kind>-positive`` or ``<kind>-negative``: a topic and a sentiment, so
+    ``2 * len(kinds)`` classes of about equal size, without label noise.
+
+    Separate from :func:`generate_reviews`: its output does not change.
+    Raises ``ValueError`` for a negative ``n`` or an unknown kind.
+    """
+    unknown = sorted(set(kinds) - set(_DOMAINS))
+    if n < 0 or unknown or not kinds:
+        raise ValueError(f"bad topic parameters: n={n}, unknown kinds {unknown}")
+    rng = random.Random(f"topics-v{GENERATOR_VERSION}-{seed}-{stream}")
+    texts: list[str] = []
+    labels: list[str] = []
+    while len(texts) < n:
+        kind = rng.choice(kinds)
+        text, score = _review(rng, _DOMAINS[kind])
+        if abs(score) < 0.2:
+            continue
+        texts.append(text)
+        labels.append(f"{kind}-{LABEL_NAMES[int(score > 0)]}")
+    return texts, labels
+
+
 def generate_documents(
     n_sentences: int, *, seed: int, stream: str, per_document: tuple[int, int] = (2, 5)
 ) -> list[list[str]]:
