@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from optuna.trial import TrialState
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.events import notify_claimable, record_event
 from storage.models import CLAIMABLE, TERMINAL, Lease, LeaseState, Study, StudyStatus, utcnow
+from storage.states import FailReason
 from storage.stopping import Usage, add_usage, may_start_trials, record_value, why_stopped
 
 logger = logging.getLogger(__name__)
@@ -52,9 +54,9 @@ class Outcome:
     own making); the others hand the slot back (shutdown, cancel).
     """
 
-    state: str  # an Optuna state name: COMPLETE, PRUNED or FAIL
+    state: TrialState  # COMPLETE, PRUNED or FAIL
     counted: bool
-    fail_reason: str | None = None
+    fail_reason: FailReason | None = None
     error: str | None = None
 
 
@@ -180,7 +182,7 @@ def finish_lease(
     *,
     study_id: int,
     outcome: Outcome,
-    final_state: str,
+    final_state: TrialState,
     fail_fast_trials: int,
     usage: Usage | None = None,
     value: float | None = None,
@@ -202,7 +204,7 @@ def finish_lease(
     if lease.state != LeaseState.ACTIVE or lease.worker_id != worker_id:
         return False
     now = utcnow()
-    lease.outcome = final_state
+    lease.outcome = final_state.name
     lease.fail_reason = outcome.fail_reason
     lease.error = outcome.error
     lease.finished_at = now
@@ -213,7 +215,9 @@ def finish_lease(
     study.n_active -= 1
     if outcome.counted:
         study.n_finished += 1
-        record_value(study, value if final_state == "COMPLETE" else None, lease.trial_number)
+        record_value(
+            study, value if final_state == TrialState.COMPLETE else None, lease.trial_number
+        )
     update_status(session, study, now, fail_fast_trials)
     if notify:
         notify_claimable(session)
@@ -245,7 +249,7 @@ def lease_fail_reason(session: Session, lease_id: int) -> str | None:
     return session.scalar(select(Lease.fail_reason).where(Lease.id == lease_id))
 
 
-def release_lease(session: Session, lease_id: int, reason: str) -> None:
+def release_lease(session: Session, lease_id: int, reason: FailReason) -> None:
     """Hand back a slot that never got an Optuna trial (the ask failed)."""
     found = session.get(Lease, lease_id)
     if found is None:
@@ -313,7 +317,7 @@ def _same_first_failures(session: Session, study: Study, fail_fast_trials: int) 
         .order_by(Lease.finished_at, Lease.id)
         .limit(needed)
     ).all()
-    if len(rows) < needed or any(outcome != "FAIL" for outcome, _ in rows):
+    if len(rows) < needed or any(outcome != TrialState.FAIL.name for outcome, _ in rows):
         return None
     # The same kind of error (its type), even if each message names other values.
     kinds = {(error or "").split(":", 1)[0] for _, error in rows}
@@ -367,23 +371,24 @@ def compute_saved_s(session: Session, study_id: int) -> float | None:
 
     None until a trial has completed (there is nothing to compare with).
     """
+    complete, pruned = TrialState.COMPLETE.name, TrialState.PRUNED.name
     query = (
         select(Lease.outcome, func.avg(Lease.compute_s), func.sum(Lease.compute_s), func.count())
         .where(
             Lease.study_id == study_id,
             Lease.state == LeaseState.FINISHED,
-            Lease.outcome.in_(["COMPLETE", "PRUNED"]),
+            Lease.outcome.in_([complete, pruned]),
             Lease.compute_s.is_not(None),
         )
         .group_by(Lease.outcome)
     )
     stats = {outcome: (avg, total, count) for outcome, avg, total, count in session.execute(query)}
-    if "COMPLETE" not in stats:
+    if complete not in stats:
         return None
-    mean_complete = float(stats["COMPLETE"][0])
-    if "PRUNED" not in stats:
+    mean_complete = float(stats[complete][0])
+    if pruned not in stats:
         return 0.0
-    _, pruned_total, pruned_count = stats["PRUNED"]
+    _, pruned_total, pruned_count = stats[pruned]
     return max(0.0, mean_complete * int(pruned_count) - float(pruned_total))
 
 

@@ -6,29 +6,31 @@ with a ``fail_reason`` taken from the exception (``exception`` by default).
 
 from __future__ import annotations
 
+from storage.states import FailReason
+
 
 class TaskError(Exception):
     """A failure that the task explains to the user; the trial is not retried."""
 
-    reason = "task_error"
+    reason = FailReason.TASK_ERROR
 
 
 class DatasetError(TaskError):
     """The dataset of a spec cannot be used (missing, empty, wrong columns...)."""
 
-    reason = "dataset"
+    reason = FailReason.DATASET
 
 
 class ModelLoadError(TaskError):
     """A model could not be loaded (unknown path, no internet for a hub id...)."""
 
-    reason = "model"
+    reason = FailReason.MODEL
 
 
 class OutOfMemory(TaskError):
     """The device ran out of memory; retrying the same configuration would too."""
 
-    reason = "oom"
+    reason = FailReason.OOM
 
 
 class TrialInterrupted(BaseException):
@@ -37,7 +39,7 @@ class TrialInterrupted(BaseException):
     A ``BaseException`` so that a task's ``except Exception`` does not swallow it.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: FailReason) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -45,4 +47,4 @@ class TrialInterrupted(BaseException):
 class TrialTimedOut(TaskError):
     """The trial ran past ``budget.trial_timeout_s``."""
 
-    reason = "timeout"
+    reason = FailReason.TIMEOUT
