@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage.documents import check_document
 from storage.spec import StudySpec
-from storage.states import FailReason
+from storage.states import ErrorCode, FailReason
 
 TrialStateName = Literal["RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL"]
 StudyStatusName = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
@@ -21,11 +21,7 @@ class ErrorItem(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    code: str = Field(
-        description="stable: invalid_spec, invalid_request, not_found, conflict, "
-        "unauthorized, forbidden, unavailable, payload_too_large, method_not_allowed, "
-        "too_many_requests"
-    )
+    code: ErrorCode = Field(description="stable; service/errors.py maps each to its HTTP status")
     message: str
     errors: list[ErrorItem] = Field(default_factory=list)
 

@@ -1,6 +1,6 @@
 """The fixed vocabularies shared by storage, the workers and the API.
 
-A ``StrEnum``: a member is its string, so the stored rows, Optuna's
+Both are ``StrEnum``: a member is its string, so the stored rows, Optuna's
 user attributes, MLflow tags and JSON bodies keep the exact values they had
 as bare strings. A trial's own state is Optuna's ``TrialState``.
 """
@@ -37,3 +37,19 @@ class FailReason(enum.StrEnum):
     MISSING = "missing"  # the Optuna study was deleted behind the service
     # MLflow runs of a deleted study.
     STUDY_DELETED = "study_deleted"
+
+
+class ErrorCode(enum.StrEnum):
+    """The stable ``code`` of an error body; ``service/errors.py`` maps each to HTTP."""
+
+    INVALID_SPEC = "invalid_spec"
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    TOO_MANY_REQUESTS = "too_many_requests"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"

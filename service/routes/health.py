@@ -10,9 +10,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from service.deps import StateDep
-from service.errors import error_body
+from service.errors import error_body, headers_for
 from service.responses import errors_for
 from service.schemas import HealthOut
+from storage.states import ErrorCode
 
 router = APIRouter(tags=["health"])
 
@@ -39,7 +40,7 @@ def readyz(state: StateDep) -> Any:
         return {"status": "ready", "checks": checks}
     down = ", ".join(n for n, v in checks.items() if v != "ok")
     return JSONResponse(
-        error_body("unavailable", f"not ready: {down} unavailable"),
+        error_body(ErrorCode.UNAVAILABLE, f"not ready: {down} unavailable"),
         503,
-        headers={"Retry-After": "5"},
+        headers=headers_for(ErrorCode.UNAVAILABLE),
     )
