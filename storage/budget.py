@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from optuna.trial import TrialState
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.events import notify_claimable, record_event
@@ -336,60 +336,6 @@ def _set_final(
         session, status.value, study.name, "system", reason=reason, finished=study.n_finished
     )
     logger.info("study %s %s%s", study.name, status.value, f": {reason}" if reason else "")
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a trial ran and what it used: what the lease knows and Optuna does not."""
-
-    worker: str | None
-    device: str | None
-    mlflow_run_id: str | None
-    compute_s: float | None = None
-    train_examples: int | None = None
-
-
-def trial_placements(session: Session, study_id: int, numbers: list[int]) -> dict[int, Placement]:
-    """Worker, device, MLflow run and usage of the latest lease of each trial number."""
-    rows = session.execute(
-        select(
-            Lease.trial_number,
-            Lease.worker_id,
-            Lease.device,
-            Lease.mlflow_run_id,
-            Lease.compute_s,
-            Lease.train_examples,
-        )
-        .where(Lease.study_id == study_id, Lease.trial_number.in_(numbers))
-        .order_by(Lease.id)
-    ).all()
-    return {row[0]: Placement(*row[1:]) for row in rows if row[0] is not None}
-
-
-def compute_saved_s(session: Session, study_id: int) -> float | None:
-    """Device-seconds pruning saved: per pruned trial, a completed trial's mean minus its own.
-
-    None until a trial has completed (there is nothing to compare with).
-    """
-    complete, pruned = TrialState.COMPLETE.name, TrialState.PRUNED.name
-    query = (
-        select(Lease.outcome, func.avg(Lease.compute_s), func.sum(Lease.compute_s), func.count())
-        .where(
-            Lease.study_id == study_id,
-            Lease.state == LeaseState.FINISHED,
-            Lease.outcome.in_([complete, pruned]),
-            Lease.compute_s.is_not(None),
-        )
-        .group_by(Lease.outcome)
-    )
-    stats = {outcome: (avg, total, count) for outcome, avg, total, count in session.execute(query)}
-    if complete not in stats:
-        return None
-    mean_complete = float(stats[complete][0])
-    if pruned not in stats:
-        return 0.0
-    _, pruned_total, pruned_count = stats[pruned]
-    return max(0.0, mean_complete * int(pruned_count) - float(pruned_total))
 
 
 def study_open(session: Session, study_id: int) -> bool:

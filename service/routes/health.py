@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -19,13 +17,13 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut)
-def healthz() -> dict[str, Any]:
+def healthz() -> HealthOut:
     """The process is up."""
-    return {"status": "ok", "checks": {}}
+    return HealthOut(status="ok")
 
 
 @router.get("/readyz", response_model=HealthOut, responses=errors_for(503))
-def readyz(state: StateDep) -> Any:
+def readyz(state: StateDep) -> HealthOut | JSONResponse:
     """Both databases answer."""
     checks: dict[str, str] = {}
     engines = {"database": state.db.engine, "optuna_storage": state.optuna.engine}
@@ -37,7 +35,7 @@ def readyz(state: StateDep) -> Any:
         except DBAPIError:
             checks[name] = "unavailable"
     if all(v == "ok" for v in checks.values()):
-        return {"status": "ready", "checks": checks}
+        return HealthOut(status="ready", checks=checks)
     down = ", ".join(n for n, v in checks.items() if v != "ok")
     return JSONResponse(
         error_body(ErrorCode.UNAVAILABLE, f"not ready: {down} unavailable"),
