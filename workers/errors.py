@@ -34,7 +34,8 @@ class OutOfMemory(TaskError):
 
 
 class TrialInterrupted(BaseException):
-    """The trial must stop now: the worker shuts down, or the study was cancelled.
+    """The trial must stop now: it timed out, its lease was lost, the worker shuts
+    down, or the study was cancelled (``reason`` says which).
 
     A ``BaseException`` so that a task's ``except Exception`` does not swallow it.
     """
@@ -42,9 +43,3 @@ class TrialInterrupted(BaseException):
     def __init__(self, reason: FailReason) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class TrialTimedOut(TaskError):
-    """The trial ran past ``budget.trial_timeout_s``."""
-
-    reason = FailReason.TIMEOUT
