@@ -311,7 +311,13 @@ class OptunaReader:
         return list(study.best_trials)
 
     def importances(self, study_id: int, target_index: int | None) -> dict[str, float]:
-        """Parameter importances; raises ValueError when they cannot be computed yet."""
+        """Parameter importances.
+
+        Raises:
+            ValueError: fewer than two completed trials, or none that Optuna can evaluate.
+            RuntimeError: the evaluator found no variance to attribute (Optuna's fANOVA).
+            KeyError: the Optuna study no longer exists.
+        """
         if self.count_states(study_id)["COMPLETE"] < 2:
             raise ValueError("fewer than two completed trials")
         study = self._study(study_id)
