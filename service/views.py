@@ -211,16 +211,6 @@ def _trial_summary(state: AppState, study: Study, spec: StudySpec) -> TrialSumma
 
 
 def worker_view(worker: Worker) -> WorkerOut:
-    return WorkerOut(
-        id=worker.id,
-        host=worker.host,
-        pid=worker.pid,
-        device=worker.device,
-        slot=worker.slot,
-        status=worker.status,
-        study=worker.study_name,
-        trial_number=worker.trial_number,
-        trials_run=worker.trials_run,
-        started_at=worker.started_at,
-        heartbeat_at=worker.heartbeat_at,
-    )
+    """A worker row as the API shows it: its columns under the same names, but ``study``."""
+    columns = {name: getattr(worker, name) for name in WorkerOut.model_fields if name != "study"}
+    return WorkerOut(**columns, study=worker.study_name)
