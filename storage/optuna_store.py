@@ -318,7 +318,7 @@ class OptunaReader:
             RuntimeError: the evaluator found no variance to attribute (Optuna's fANOVA).
             KeyError: the Optuna study no longer exists.
         """
-        if self.count_states(study_id)["COMPLETE"] < 2:
+        if self.count_states(study_id)[TrialState.COMPLETE.name] < 2:
             raise ValueError("fewer than two completed trials")
         study = self._study(study_id)
         target = None if target_index is None else (lambda t: t.values[target_index])
