@@ -29,6 +29,7 @@ def resolve_principal(state: AppState, token: str | None, *, cached: bool = True
 
     Raises:
         UnauthorizedError: auth is on and the token is missing or unknown.
+        UnavailableError: the token had to be looked up and the database is down.
     """
     if not state.auth_enabled:
         return ANONYMOUS_ADMIN

@@ -54,11 +54,12 @@ from service.dashboard_controls import (
     is_page,
     serve_page,
 )
-from service.errors import error_response
+from service.errors import error_response, headers_for
 from service.middleware import SAFE_METHODS, STANDARD_METHODS, BodySizeLimit, StandardMethods
 from service.state import AppState
 from storage.errors import ForbiddenError, UnauthorizedError, UnavailableError
 from storage.settings import Settings
+from storage.states import ErrorCode
 from storage.tokens import Principal, Scope
 
 __all__ = ["SESSION_COOKIE", "LoginThrottle", "SessionStore", "create_dashboard_app"]
@@ -142,9 +143,8 @@ class DashboardGateway:
         method = str(scope.get("method", "")).upper()
         if method not in STANDARD_METHODS:
             # StandardMethods in front normally answers first; this gateway must not rely on it.
-            await error_response("method_not_allowed", "unsupported HTTP method")(
-                scope, receive, send
-            )
+            not_allowed = error_response(ErrorCode.METHOD_NOT_ALLOWED, "unsupported HTTP method")
+            await not_allowed(scope, receive, send)
             return
         scope = {**scope, "method": method}
         refusal, can_write = None, True
@@ -181,7 +181,7 @@ class DashboardGateway:
             headers = {"Retry-After": str(exc.retry_after_s)}
             return error_response(exc.code, exc.message, headers=headers), None
         except UnavailableError as exc:
-            return error_response("unavailable", exc.message, headers={"Retry-After": "5"}), None
+            return error_response(exc.code, exc.message, headers=headers_for(exc.code)), None
         if principal is None:
             return self._unauthenticated(
                 request, "sign in at /login or send Authorization: Bearer <token>"
@@ -191,11 +191,11 @@ class DashboardGateway:
         try:
             check_scope(principal, Scope.WRITE)
         except ForbiddenError as exc:
-            return error_response("forbidden", exc.message), principal
+            return error_response(ErrorCode.FORBIDDEN, exc.message), principal
         # SameSite does not separate ports of one host; a cookie-borne write must
         # come from the dashboard's own origin.
         if by_cookie and not is_same_origin(request):
-            return error_response("forbidden", "cross-origin request refused"), principal
+            return error_response(ErrorCode.FORBIDDEN, "cross-origin request refused"), principal
         return None, principal
 
     def _unauthenticated(self, request: Request, message: str) -> Response:
@@ -204,9 +204,8 @@ class DashboardGateway:
             target = safe_next(request.url.path + _query(request))
             response = RedirectResponse(f"/login?next={quote(target, safe='/')}", 303)
         else:
-            response = error_response(
-                "unauthorized", message, headers={"WWW-Authenticate": "Bearer"}
-            )
+            code = ErrorCode.UNAUTHORIZED
+            response = error_response(code, message, headers=headers_for(code))
         if SESSION_COOKIE in request.cookies:
             self.auth.clear_cookie(request, response)
         return response
@@ -225,7 +224,7 @@ def refuse_service_writes(scope: AsgiScope) -> Response | None:
     if any(method == allowed and pattern.fullmatch(path) for allowed, pattern in DASHBOARD_WRITES):
         return None
     return error_response(
-        "forbidden",
+        ErrorCode.FORBIDDEN,
         "the dashboard only edits notes here; create, rename, delete and tell through the "
         "REST API (hpo submit, hpo cancel, hpo delete)",
     )

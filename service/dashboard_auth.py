@@ -31,6 +31,7 @@ from service.auth import bearer_token, resolve_principal
 from service.errors import error_response
 from service.state import AppState
 from storage.errors import HpoError, UnauthorizedError, UnavailableError
+from storage.states import ErrorCode
 from storage.tokens import Principal
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class TooManyAttemptsError(HpoError):
     """A client failed too many token checks; it may try again after ``retry_after_s``."""
 
     retry_after_s: int = 1
-    code: str = "too_many_requests"
+    code: ErrorCode = ErrorCode.TOO_MANY_REQUESTS
 
 
 class DashboardAuth:
@@ -249,7 +250,7 @@ class DashboardAuth:
         if not self.state.auth_enabled:
             return RedirectResponse(HOME, 303)
         if not is_same_origin(request):
-            return error_response("forbidden", "cross-origin sign-in refused")
+            return error_response(ErrorCode.FORBIDDEN, "cross-origin sign-in refused")
         form = await read_form(request)
         token = form.get("token", [""])[0].strip()
         target = safe_next(form.get("next", [None])[0])

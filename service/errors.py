@@ -14,43 +14,55 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from storage.db import is_connection_error
 from storage.errors import HpoError
+from storage.states import ErrorCode
 
 logger = logging.getLogger(__name__)
 
-STATUS_BY_CODE: dict[str, int] = {
-    "invalid_spec": 422,
-    "invalid_request": 422,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "method_not_allowed": 405,
-    "conflict": 409,
-    "payload_too_large": 413,
-    "too_many_requests": 429,
-    "unavailable": 503,
-    "internal": 500,
+STATUS_BY_CODE: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_SPEC: 422,
+    ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.TOO_MANY_REQUESTS: 429,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.INTERNAL: 500,
 }
-_CODE_BY_STATUS = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    422: "invalid_request",
-    429: "too_many_requests",
+_CODE_BY_STATUS: dict[int, ErrorCode] = {
+    400: ErrorCode.INVALID_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    422: ErrorCode.INVALID_REQUEST,
+    429: ErrorCode.TOO_MANY_REQUESTS,
+}
+
+
+_HEADERS_BY_CODE: dict[ErrorCode, dict[str, str]] = {
+    ErrorCode.UNAUTHORIZED: {"WWW-Authenticate": "Bearer"},
+    ErrorCode.UNAVAILABLE: {"Retry-After": "5"},
 }
 
 
 def error_body(
-    code: str, message: str, errors: list[dict[str, Any]] | None = None
+    code: ErrorCode, message: str, errors: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     return {"code": code, "message": message, "errors": errors or []}
 
 
+def headers_for(code: ErrorCode) -> dict[str, str] | None:
+    """What a client needs to act on an error: how to authenticate, when to retry."""
+    return _HEADERS_BY_CODE.get(code)
+
+
 def error_response(
-    code: str,
+    code: ErrorCode,
     message: str,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
@@ -60,10 +72,8 @@ def error_response(
 
 async def _hpo_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HpoError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthorized" else None
-    if exc.code == "unavailable":
-        headers = {"Retry-After": "5"}
-    return error_response(exc.code, exc.message, [e.as_dict() for e in exc.errors], headers)
+    errors = [e.as_dict() for e in exc.errors]
+    return error_response(exc.code, exc.message, errors, headers_for(exc.code))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -86,14 +96,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             {"loc": loc, "msg": str(err.get("msg", "invalid")).removeprefix("Value error, ")}
         )
     is_spec = in_body and request.url.path.endswith("/studies") and request.method == "POST"
-    code = "invalid_spec" if is_spec else "invalid_request"
+    code = ErrorCode.INVALID_SPEC if is_spec else ErrorCode.INVALID_REQUEST
     message = "invalid study spec" if is_spec else "invalid request"
     return error_response(code, message, errors)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _CODE_BY_STATUS.get(exc.status_code, "invalid_request")
+    code = _CODE_BY_STATUS.get(exc.status_code, ErrorCode.INVALID_REQUEST)
     status = exc.status_code
     return JSONResponse(error_body(code, str(exc.detail)), status, headers=exc.headers)
 
@@ -102,23 +112,27 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
     if is_connection_error(exc):
         return error_response(
-            "unavailable", "the database is temporarily unavailable", headers={"Retry-After": "5"}
+            ErrorCode.UNAVAILABLE,
+            "the database is temporarily unavailable",
+            headers=headers_for(ErrorCode.UNAVAILABLE),
         )
     logger.exception("database error on %s %s", request.method, request.url.path)
-    return error_response("internal", "internal error")
+    return error_response(ErrorCode.INTERNAL, "internal error")
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Never show an internal exception's text to a client; the log has it.
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response("internal", "internal error")
+    return error_response(ErrorCode.INTERNAL, "internal error")
 
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
     # Optuna wraps a failed database call in its own exception.
     logger.warning("Optuna storage error on %s %s", request.method, request.url.path)
     return error_response(
-        "unavailable", "the Optuna storage is temporarily unavailable", headers={"Retry-After": "5"}
+        ErrorCode.UNAVAILABLE,
+        "the Optuna storage is temporarily unavailable",
+        headers=headers_for(ErrorCode.UNAVAILABLE),
     )
 
 

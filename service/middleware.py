@@ -10,15 +10,18 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import bearer_token, check_scope, resolve_principal
-from service.errors import error_body, error_response
+from service.errors import error_body, error_response, headers_for
 from service.state import AppState
 from storage.errors import HpoError
+from storage.states import ErrorCode
 from storage.tokens import Scope as TokenScope
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 STANDARD_METHODS = SAFE_METHODS | {"POST", "PUT", "PATCH", "DELETE"}
 # Where the principal that AuthenticateFirst found waits for the route's dependency.
 PRINCIPAL_KEY = "hpo_principal"
+# Errors of a token check that are answered here; any other one is a bug and propagates.
+_REFUSALS = frozenset({ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNAVAILABLE})
 
 
 class StandardMethods:
@@ -39,7 +42,7 @@ class StandardMethods:
         method = str(scope["method"]).upper()
         if method not in STANDARD_METHODS:
             response = error_response(
-                "method_not_allowed",
+                ErrorCode.METHOD_NOT_ALLOWED,
                 "unsupported HTTP method",
                 headers={"Allow": ", ".join(sorted(STANDARD_METHODS))},
             )
@@ -86,7 +89,7 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         body: dict[str, Any] = error_body(
-            "payload_too_large", f"the request body is larger than {self.max_bytes} bytes"
+            ErrorCode.PAYLOAD_TOO_LARGE, f"the request body is larger than {self.max_bytes} bytes"
         )
         payload = json.dumps(body).encode()
         await send(
@@ -145,13 +148,10 @@ class AuthenticateFirst:
             principal = await run_in_threadpool(resolve_principal, self.state, token)
             check_scope(principal, TokenScope.WRITE)
         except HpoError as exc:
-            if exc.code not in ("unauthorized", "forbidden", "unavailable"):
+            if exc.code not in _REFUSALS:
                 raise
-            headers = {
-                "unauthorized": {"WWW-Authenticate": "Bearer"},
-                "unavailable": {"Retry-After": "5"},
-            }.get(exc.code)
-            await error_response(exc.code, exc.message, headers=headers)(scope, receive, send)
+            response = error_response(exc.code, exc.message, headers=headers_for(exc.code))
+            await response(scope, receive, send)
             return
         scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
         await self.app(scope, receive, send)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage.documents import check_document
 from storage.spec import StudySpec
+from storage.states import ErrorCode, FailReason
 
 TrialStateName = Literal["RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL"]
 StudyStatusName = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
@@ -20,11 +21,7 @@ class ErrorItem(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    code: str = Field(
-        description="stable: invalid_spec, invalid_request, not_found, conflict, "
-        "unauthorized, forbidden, unavailable, payload_too_large, method_not_allowed, "
-        "too_many_requests"
-    )
+    code: ErrorCode = Field(description="stable; service/errors.py maps each to its HTTP status")
     message: str
     errors: list[ErrorItem] = Field(default_factory=list)
 
@@ -47,9 +44,9 @@ class TrialOut(BaseModel):
         description="resumable-sha: the paused trial whose checkpoint this trial continues",
     )
     error: str | None
-    fail_reason: str | None = Field(
-        description="exception, timeout, oom, lost, interrupted, cancelled"
-    )
+    # A plain string too: a trial imported from another deployment, or written
+    # straight into Optuna, keeps whatever reason it carries.
+    fail_reason: FailReason | str | None = Field(description="why a FAIL trial failed")
     mlflow_run_id: str | None
     compute_s: float | None = Field(default=None, description="device-seconds of training")
     train_examples: int | None = Field(default=None, description="training examples seen")

@@ -17,8 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
 
+from service.schemas import TrialOut
 from storage.models import Study
 
 # How long a summary may be reused while its study's row has not changed.
@@ -31,7 +31,7 @@ class TrialSummary:
     """Trial counts by Optuna state, the best trial's view and what pruning saved."""
 
     counts: dict[str, int]
-    best: dict[str, Any] | None
+    best: TrialOut | None
     compute_saved_s: float | None
 
 

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from optuna.trial import TrialState
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.events import notify_claimable, record_event
 from storage.models import CLAIMABLE, TERMINAL, Lease, LeaseState, Study, StudyStatus, utcnow
+from storage.states import FailReason
 from storage.stopping import Usage, add_usage, may_start_trials, record_value, why_stopped
 
 logger = logging.getLogger(__name__)
@@ -52,9 +54,9 @@ class Outcome:
     own making); the others hand the slot back (shutdown, cancel).
     """
 
-    state: str  # an Optuna state name: COMPLETE, PRUNED or FAIL
+    state: TrialState  # COMPLETE, PRUNED or FAIL
     counted: bool
-    fail_reason: str | None = None
+    fail_reason: FailReason | None = None
     error: str | None = None
 
 
@@ -180,7 +182,7 @@ def finish_lease(
     *,
     study_id: int,
     outcome: Outcome,
-    final_state: str,
+    final_state: TrialState,
     fail_fast_trials: int,
     usage: Usage | None = None,
     value: float | None = None,
@@ -202,7 +204,7 @@ def finish_lease(
     if lease.state != LeaseState.ACTIVE or lease.worker_id != worker_id:
         return False
     now = utcnow()
-    lease.outcome = final_state
+    lease.outcome = final_state.name
     lease.fail_reason = outcome.fail_reason
     lease.error = outcome.error
     lease.finished_at = now
@@ -213,7 +215,9 @@ def finish_lease(
     study.n_active -= 1
     if outcome.counted:
         study.n_finished += 1
-        record_value(study, value if final_state == "COMPLETE" else None, lease.trial_number)
+        record_value(
+            study, value if final_state == TrialState.COMPLETE else None, lease.trial_number
+        )
     update_status(session, study, now, fail_fast_trials)
     if notify:
         notify_claimable(session)
@@ -245,7 +249,7 @@ def lease_fail_reason(session: Session, lease_id: int) -> str | None:
     return session.scalar(select(Lease.fail_reason).where(Lease.id == lease_id))
 
 
-def release_lease(session: Session, lease_id: int, reason: str) -> None:
+def release_lease(session: Session, lease_id: int, reason: FailReason) -> None:
     """Hand back a slot that never got an Optuna trial (the ask failed)."""
     found = session.get(Lease, lease_id)
     if found is None:
@@ -313,7 +317,7 @@ def _same_first_failures(session: Session, study: Study, fail_fast_trials: int) 
         .order_by(Lease.finished_at, Lease.id)
         .limit(needed)
     ).all()
-    if len(rows) < needed or any(outcome != "FAIL" for outcome, _ in rows):
+    if len(rows) < needed or any(outcome != TrialState.FAIL.name for outcome, _ in rows):
         return None
     # The same kind of error (its type), even if each message names other values.
     kinds = {(error or "").split(":", 1)[0] for _, error in rows}
@@ -332,59 +336,6 @@ def _set_final(
         session, status.value, study.name, "system", reason=reason, finished=study.n_finished
     )
     logger.info("study %s %s%s", study.name, status.value, f": {reason}" if reason else "")
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a trial ran and what it used: what the lease knows and Optuna does not."""
-
-    worker: str | None
-    device: str | None
-    mlflow_run_id: str | None
-    compute_s: float | None = None
-    train_examples: int | None = None
-
-
-def trial_placements(session: Session, study_id: int, numbers: list[int]) -> dict[int, Placement]:
-    """Worker, device, MLflow run and usage of the latest lease of each trial number."""
-    rows = session.execute(
-        select(
-            Lease.trial_number,
-            Lease.worker_id,
-            Lease.device,
-            Lease.mlflow_run_id,
-            Lease.compute_s,
-            Lease.train_examples,
-        )
-        .where(Lease.study_id == study_id, Lease.trial_number.in_(numbers))
-        .order_by(Lease.id)
-    ).all()
-    return {row[0]: Placement(*row[1:]) for row in rows if row[0] is not None}
-
-
-def compute_saved_s(session: Session, study_id: int) -> float | None:
-    """Device-seconds pruning saved: per pruned trial, a completed trial's mean minus its own.
-
-    None until a trial has completed (there is nothing to compare with).
-    """
-    query = (
-        select(Lease.outcome, func.avg(Lease.compute_s), func.sum(Lease.compute_s), func.count())
-        .where(
-            Lease.study_id == study_id,
-            Lease.state == LeaseState.FINISHED,
-            Lease.outcome.in_(["COMPLETE", "PRUNED"]),
-            Lease.compute_s.is_not(None),
-        )
-        .group_by(Lease.outcome)
-    )
-    stats = {outcome: (avg, total, count) for outcome, avg, total, count in session.execute(query)}
-    if "COMPLETE" not in stats:
-        return None
-    mean_complete = float(stats["COMPLETE"][0])
-    if "PRUNED" not in stats:
-        return 0.0
-    _, pruned_total, pruned_count = stats["PRUNED"]
-    return max(0.0, mean_complete * int(pruned_count) - float(pruned_total))
 
 
 def study_open(session: Session, study_id: int) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage.states import ErrorCode
+
 
 @dataclass(frozen=True)
 class ErrorDetail:
@@ -27,7 +29,7 @@ class HpoError(Exception):
 
     message: str
     errors: list[ErrorDetail] = field(default_factory=list)
-    code: str = "internal"
+    code: ErrorCode = ErrorCode.INTERNAL
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -41,39 +43,39 @@ class HpoError(Exception):
 
 @dataclass
 class InvalidSpecError(HpoError):
-    code: str = "invalid_spec"
+    code: ErrorCode = ErrorCode.INVALID_SPEC
 
 
 @dataclass
 class InvalidRequestError(HpoError):
-    code: str = "invalid_request"
+    code: ErrorCode = ErrorCode.INVALID_REQUEST
 
 
 @dataclass
 class NotFoundError(HpoError):
-    code: str = "not_found"
+    code: ErrorCode = ErrorCode.NOT_FOUND
 
 
 @dataclass
 class ConflictError(HpoError):
-    code: str = "conflict"
+    code: ErrorCode = ErrorCode.CONFLICT
 
 
 @dataclass
 class UnauthorizedError(HpoError):
-    code: str = "unauthorized"
+    code: ErrorCode = ErrorCode.UNAUTHORIZED
 
 
 @dataclass
 class ForbiddenError(HpoError):
-    code: str = "forbidden"
+    code: ErrorCode = ErrorCode.FORBIDDEN
 
 
 @dataclass
 class UnavailableError(HpoError):
     """A dependency (database, tracking server) is down; retrying may succeed."""
 
-    code: str = "unavailable"
+    code: ErrorCode = ErrorCode.UNAVAILABLE
 
 
 def invalid_spec(loc: tuple[str | int, ...], msg: str) -> InvalidSpecError:

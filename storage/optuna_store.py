@@ -311,8 +311,14 @@ class OptunaReader:
         return list(study.best_trials)
 
     def importances(self, study_id: int, target_index: int | None) -> dict[str, float]:
-        """Parameter importances; raises ValueError when they cannot be computed yet."""
-        if self.count_states(study_id)["COMPLETE"] < 2:
+        """Parameter importances.
+
+        Raises:
+            ValueError: fewer than two completed trials, or none that Optuna can evaluate.
+            RuntimeError: the evaluator found no variance to attribute (Optuna's fANOVA).
+            KeyError: the Optuna study no longer exists.
+        """
+        if self.count_states(study_id)[TrialState.COMPLETE.name] < 2:
             raise ValueError("fewer than two completed trials")
         study = self._study(study_id)
         target = None if target_index is None else (lambda t: t.values[target_index])
@@ -326,50 +332,13 @@ class OptunaReader:
         return optuna.load_study(study_name=name, storage=self.storage)
 
 
-def _iso(value: datetime | None) -> str | None:
+def as_utc(value: datetime | None) -> datetime | None:
+    """An Optuna time as an aware one: Optuna stores naive times, read here as UTC."""
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _finite(value: float | None) -> float | None:
+def finite_or_none(value: float | None) -> float | None:
+    """``value``, or None where JSON has no number for it (NaN, infinities)."""
     return value if value is None or math.isfinite(value) else None
-
-
-def trial_to_dict(
-    trial: FrozenTrial,
-    worker: str | None = None,
-    device: str | None = None,
-    mlflow_run_id: str | None = None,
-) -> dict[str, Any]:
-    """The API's trial shape (see the REST contract); worker, device and run come from leases."""
-    attrs = trial.user_attrs
-    values = [_finite(v) for v in trial.values] if trial.values is not None else None
-    duration = trial.duration.total_seconds() if trial.duration is not None else None
-    params = dict(trial.params)
-    if trial.state == TrialState.WAITING and not params:
-        # An enqueued trial keeps its fixed configuration in a system attribute.
-        params = dict(trial.system_attrs.get("fixed_params", {}))
-    return {
-        "number": trial.number,
-        "state": trial.state.name,
-        "params": params,
-        "value": values[0] if values and len(values) == 1 else None,
-        "values": values,
-        "intermediate_values": {
-            str(step): _finite(v) for step, v in sorted(trial.intermediate_values.items())
-        },
-        "datetime_start": _iso(trial.datetime_start),
-        "datetime_complete": _iso(trial.datetime_complete),
-        "duration_s": duration,
-        "worker": worker,
-        "device": device,
-        "retry_of": attrs.get(ATTR_RETRY_OF),
-        "continues": attrs.get(ATTR_CONTINUES),
-        # A reaper may have written its reason just before the worker's own
-        # result won: the reason belongs to FAIL trials only.
-        "error": attrs.get(ATTR_ERROR) if trial.state == TrialState.FAIL else None,
-        "fail_reason": attrs.get(ATTR_FAIL_REASON) if trial.state == TrialState.FAIL else None,
-        "mlflow_run_id": mlflow_run_id,
-        "user_attrs": {k: v for k, v in attrs.items() if not k.startswith("hpo.")},
-    }

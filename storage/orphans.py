@@ -35,9 +35,9 @@ from storage.optuna_store import (
     ATTR_REQUEUE_OF,
     trial_id_of,
 )
+from storage.states import FailReason
 
 logger = logging.getLogger(__name__)
-ORPHANED = "orphaned"
 # Clocks of two workers may differ a little; an unmarked trial started this
 # close to an active claim is given the benefit of the doubt (a later pass
 # decides once that claim has recorded its own trial).
@@ -83,7 +83,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def fail_trial(storage: RDBStorage, trial_id: int, reason: str, error: str) -> bool:
+def fail_trial(storage: RDBStorage, trial_id: int, reason: FailReason, error: str) -> bool:
     """Mark a running Optuna trial FAIL with the reason on it.
 
     Returns True when this call ended the trial; False when it had already
@@ -107,7 +107,7 @@ def fail_orphan(storage: RDBStorage, study_name: str, trial: FrozenTrial, why: s
     fixed = trial.system_attrs.get("fixed_params")
     if fixed:
         _requeue(storage, study_name, trial, dict(fixed))
-    failed = fail_trial(storage, trial_id_of(trial), ORPHANED, why)
+    failed = fail_trial(storage, trial_id_of(trial), FailReason.ORPHANED, why)
     if failed:
         logger.warning("failed orphaned trial %d of %s: %s", trial.number, study_name, why)
     return failed

@@ -37,6 +37,7 @@ from storage.optuna_store import (
 )
 from storage.orphans import ActiveLease, fail_orphan, fail_trial, find_orphans
 from storage.seeds import trial_seed
+from storage.states import FailReason
 from storage.stopping import Usage, add_usage, record_value
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class Reaper:
         if lease.optuna_trial_id is None:
             # The worker died before its trial was recorded here: nothing ran.
             lease.state = LeaseState.RELEASED
-            lease.fail_reason = "lost"
+            lease.fail_reason = FailReason.LOST
             session.flush()
             self._fail_orphans(session, study)
             return "released"
@@ -149,11 +150,13 @@ class Reaper:
         except KeyError:
             # The Optuna study is gone (deleted behind the service): nothing to count.
             lease.state = LeaseState.RELEASED
-            lease.fail_reason = "missing"
+            lease.fail_reason = FailReason.MISSING
             return "released"
         failed_here = False
         if trial.state == TrialState.RUNNING:
-            failed_here = fail_trial(self.optuna_storage, lease.optuna_trial_id, "lost", message)
+            failed_here = fail_trial(
+                self.optuna_storage, lease.optuna_trial_id, FailReason.LOST, message
+            )
             # Read again: the worker may have told its result in the meantime.
             trial = self.optuna_storage.get_trial(lease.optuna_trial_id)
         if not failed_here and not _lost_earlier(trial):
@@ -165,9 +168,9 @@ class Reaper:
             single = trial.state == TrialState.COMPLETE and len(trial.values or []) == 1
             record_value(study, trial.values[0] if single else None, trial.number)
             return "counted"
-        lease.fail_reason = "lost"
+        lease.fail_reason = FailReason.LOST
         lease.error = message
-        lease.outcome = "FAIL"
+        lease.outcome = TrialState.FAIL.name
         max_retries = int(study.spec.get("budget", {}).get("max_retries", 0))
         if lease.attempt < max_retries:
             base_seed = study.spec.get("sampler", {}).get("seed")
@@ -243,7 +246,9 @@ def _watched_studies(now: datetime) -> Select[int, int | None]:
 
 def _lost_earlier(trial: optuna.trial.FrozenTrial) -> bool:
     """Failed as lost by a reaper whose own transaction did not commit (it died)."""
-    return trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR_FAIL_REASON) == "lost"
+    return (
+        trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR_FAIL_REASON) == FailReason.LOST
+    )
 
 
 def _still_stale(lease: Lease, now: datetime, grace_s: float) -> bool:

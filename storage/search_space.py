@@ -72,3 +72,38 @@ def grid_values(param: AnyParam) -> list[object] | None:
         return list(range(param.low, param.high + 1, param.step))
     assert param.step is not None
     return [param.low + i * param.step for i in range(count)]
+
+
+def param_problem(
+    key: str, value: object, distributions: dict[str, BaseDistribution]
+) -> str | None:
+    """Why ``value`` cannot be used for ``key`` in ``distributions``; None when it can."""
+    distribution = distributions.get(key)
+    if distribution is None:
+        return f"not in the search space ({', '.join(sorted(distributions)) or 'empty'})"
+    # Optuna would take True for 1, but a boolean is no number of a spec's range.
+    numeric = not isinstance(distribution, CategoricalDistribution)
+    if not (numeric and isinstance(value, bool)) and _contains(distribution, value):
+        return None
+    return f"{value!r} is outside the search space of {key}"
+
+
+def _contains(distribution: BaseDistribution, value: object) -> bool:
+    """Whether Optuna can store ``value`` and it lies in the range (and on the step grid)."""
+    try:
+        internal = distribution.to_internal_repr(value)
+    except (ValueError, TypeError):
+        return False  # not a number, NaN, not above 0 on a log scale, not among the choices
+    if isinstance(distribution, CategoricalDistribution):
+        return True
+    if not isinstance(distribution, FloatDistribution | IntDistribution):
+        return False
+    if not distribution.low <= internal <= distribution.high:
+        return False
+    if isinstance(distribution, IntDistribution):
+        return (internal - distribution.low) % distribution.step == 0
+    if distribution.step is None:
+        return True
+    steps = (internal - distribution.low) / distribution.step
+    # Optuna's own tolerance: a float step grid is not exact in binary.
+    return abs(steps - round(steps)) < 1.0e-8

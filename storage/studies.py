@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.storages import RDBStorage
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +24,7 @@ from storage.errors import ConflictError, ErrorDetail, InvalidRequestError, NotF
 from storage.events import notify_claimable, record_event
 from storage.models import CLAIMABLE, TERMINAL, Study, StudyStatus, utcnow
 from storage.optuna_store import ATTR_ENQUEUED_BY, create_optuna_study
-from storage.search_space import to_distributions
+from storage.search_space import param_problem, to_distributions
 from storage.spec import NAME_PATTERN, StudySpec
 from storage.warm_start import enqueue_warm_start, plan_warm_start
 
@@ -193,19 +192,16 @@ def enqueue_trial(
 
     Raises:
         NotFoundError: no such study.
-        ConflictError: the study has ended.
-        InvalidSpecError: a parameter is unknown or outside its range.
+        ConflictError: the study has ended, or its Optuna study no longer exists.
+        InvalidRequestError: a parameter is unknown or outside its range.
     """
     study = get_study(session, name)
     if StudyStatus(study.status) in TERMINAL:
         raise ConflictError(f"study {name!r} is {study.status}; it takes no more trials")
     spec = StudySpec.model_validate(study.spec)
     distributions = to_distributions(spec.search_space or {})
-    errors = [
-        ErrorDetail(("params", key), _param_problem(key, value, distributions))
-        for key, value in params.items()
-        if _param_problem(key, value, distributions)
-    ]
+    problems = {key: param_problem(key, value, distributions) for key, value in params.items()}
+    errors = [ErrorDetail(("params", key), p) for key, p in problems.items() if p is not None]
     if errors:
         raise InvalidRequestError("invalid parameters", errors)
     _optuna_study(optuna_storage, study).enqueue_trial(
@@ -232,18 +228,3 @@ def _optuna_study(optuna_storage: RDBStorage, study: Study) -> optuna.Study:
             f"the Optuna study of {study.name!r} no longer exists; it takes no more trials"
         ) from None
     return optuna.load_study(study_name=name, storage=optuna_storage)
-
-
-def _param_problem(key: str, value: Any, distributions: dict[str, BaseDistribution]) -> str:
-    """Why ``value`` cannot be used for ``key`` ('' when it can)."""
-    distribution = distributions.get(key)
-    if distribution is None:
-        return f"not in the search space ({', '.join(sorted(distributions)) or 'empty'})"
-    try:
-        internal = distribution.to_internal_repr(value)
-        ok = distribution._contains(internal)
-    except (ValueError, TypeError):
-        ok = False
-    if isinstance(value, bool) and not isinstance(distribution, CategoricalDistribution):
-        ok = False
-    return "" if ok else f"{value!r} is outside the search space of {key}"

@@ -24,7 +24,7 @@ from storage.budget import update_status
 from storage.errors import ErrorDetail, InvalidRequestError
 from storage.events import record_event
 from storage.models import Study, utcnow
-from storage.optuna_store import delete_optuna_study
+from storage.optuna_store import delete_optuna_study, finite_or_none
 from storage.spec import StudySpec
 from storage.studies import create_study
 
@@ -59,9 +59,9 @@ def _trial_document(trial: FrozenTrial) -> dict[str, Any]:
         "state": trial.state.name,
         "params": dict(trial.params),
         "distributions": {k: distribution_to_json(d) for k, d in trial.distributions.items()},
-        "values": [_finite(v) for v in trial.values] if trial.values is not None else None,
+        "values": [finite_or_none(v) for v in trial.values] if trial.values is not None else None,
         "intermediate_values": {
-            str(step): _finite(v) for step, v in sorted(trial.intermediate_values.items())
+            str(step): finite_or_none(v) for step, v in sorted(trial.intermediate_values.items())
         },
         "user_attrs": dict(trial.user_attrs),
         "datetime_start": _iso(trial.datetime_start),
@@ -161,7 +161,3 @@ def _time(value: Any) -> datetime | None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

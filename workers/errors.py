@@ -6,43 +6,40 @@ with a ``fail_reason`` taken from the exception (``exception`` by default).
 
 from __future__ import annotations
 
+from storage.states import FailReason
+
 
 class TaskError(Exception):
     """A failure that the task explains to the user; the trial is not retried."""
 
-    reason = "task_error"
+    reason = FailReason.TASK_ERROR
 
 
 class DatasetError(TaskError):
     """The dataset of a spec cannot be used (missing, empty, wrong columns...)."""
 
-    reason = "dataset"
+    reason = FailReason.DATASET
 
 
 class ModelLoadError(TaskError):
     """A model could not be loaded (unknown path, no internet for a hub id...)."""
 
-    reason = "model"
+    reason = FailReason.MODEL
 
 
 class OutOfMemory(TaskError):
     """The device ran out of memory; retrying the same configuration would too."""
 
-    reason = "oom"
+    reason = FailReason.OOM
 
 
 class TrialInterrupted(BaseException):
-    """The trial must stop now: the worker shuts down, or the study was cancelled.
+    """The trial must stop now: it timed out, its lease was lost, the worker shuts
+    down, or the study was cancelled (``reason`` says which).
 
     A ``BaseException`` so that a task's ``except Exception`` does not swallow it.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: FailReason) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class TrialTimedOut(TaskError):
-    """The trial ran past ``budget.trial_timeout_s``."""
-
-    reason = "timeout"

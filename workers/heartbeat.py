@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from storage.budget import heartbeat_lease
 from storage.db import Database
 from storage.models import StudyStatus
+from storage.states import FailReason
 from storage.stopping import Usage
 from storage.workers import heartbeat_worker
 from workers.interrupt import Interrupter
@@ -78,9 +79,9 @@ class Heartbeat(threading.Thread):
             self._failing = False
         if current is not None and current is self.current:
             if not ours:
-                self.interrupter.request("lost")
+                self.interrupter.request(FailReason.LOST)
             elif status == StudyStatus.CANCELLED:
-                self.interrupter.request("cancelled")
+                self.interrupter.request(FailReason.CANCELLED)
 
     def _status(self, current: CurrentTrial | None) -> str:
         if self.stopping:

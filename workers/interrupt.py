@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from storage.states import FailReason
 from workers.errors import TrialInterrupted
 
 
 class Interrupter:
     def __init__(self) -> None:
-        self.reason: str | None = None
+        self.reason: FailReason | None = None
         self._armed = False
         self._critical = 0
         self._lock = threading.Lock()
@@ -29,7 +30,7 @@ class Interrupter:
         """Route SIGUSR1 to this interrupter (call from the main thread)."""
         signal.signal(signal.SIGUSR1, self._on_signal)
 
-    def request(self, reason: str) -> None:
+    def request(self, reason: FailReason) -> None:
         """Ask the running trial to stop; the first reason wins."""
         with self._lock:
             if not self._armed or self.reason is not None:

@@ -14,6 +14,7 @@ from storage.budget import Claim, ClaimRequest, claim_slot, pending_work, releas
 from storage.errors import UnavailableError
 from storage.models import Worker, utcnow
 from storage.settings import Settings
+from storage.states import FailReason
 from storage.workers import register_worker, stop_worker
 from workers.retry import is_transient
 from workers.slot_env import SlotEnv, SlotOptions
@@ -73,7 +74,7 @@ class SlotRunner:
         self.wakeup.interrupt()
         # After the grace period the running trial is handed back (FAIL + retry).
         self._grace_timer = threading.Timer(
-            self.settings.shutdown_grace_s, self.env.interrupter.request, ("interrupted",)
+            self.settings.shutdown_grace_s, self.env.interrupter.request, (FailReason.INTERRUPTED,)
         )
         self._grace_timer.daemon = True
         self._grace_timer.start()
@@ -121,7 +122,7 @@ class SlotRunner:
             return
         try:
             with self.env.db.session_scope() as session:
-                release_lease(session, claim.lease_id, "shutdown")
+                release_lease(session, claim.lease_id, FailReason.SHUTDOWN)
         except Exception:
             logger.warning("could not hand back the slot of %s claimed last", claim.study_name)
 

@@ -13,7 +13,6 @@ from optuna.trial import TrialState
 
 from storage.budget import (
     Claim,
-    Outcome,
     attach_trial,
     claim_after_finish,
     fail_study,
@@ -42,11 +41,12 @@ from storage.reaper import enqueue_retry
 from storage.search_space import to_distributions
 from storage.seeds import new_trial_seed_attrs, trial_seed
 from storage.spec import StudySpec
+from storage.states import FailReason
 from storage.stopping import Usage
 from storage.tasks import get_declaration
 from workers.context import TrialContext
 from workers.heartbeat import CurrentTrial
-from workers.outcome import TrialResult, run_task
+from workers.outcome import TrialResult, lost, run_task
 from workers.slot_env import SlotEnv
 from workers.tasks import load_builtin
 from workers.tasks.custom import load_custom
@@ -99,7 +99,7 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
         "trial %d of %s: %s%s%s",
         trial.number,
         claim.study_name,
-        result.outcome.state,
+        result.outcome.state.name,
         f" ({result.outcome.fail_reason})" if result.outcome.fail_reason else "",
         _values_text(spec, result.values),
     )
@@ -176,7 +176,7 @@ def _release(env: SlotEnv, claim: Claim) -> None:
     """Hand the slot back; a study whose Optuna study is gone is failed instead of retried."""
     missing = not _optuna_study_exists(env, claim)
     with env.db.session_scope() as session:
-        release_lease(session, claim.lease_id, "ask_failed")
+        release_lease(session, claim.lease_id, FailReason.ASK_FAILED)
         if missing and fail_study(session, claim.study_id, MISSING_OPTUNA_STUDY):
             logger.error("study %s failed: %s", claim.study_name, MISSING_OPTUNA_STUDY)
 
@@ -234,7 +234,7 @@ def _trial_timer(env: SlotEnv, spec: StudySpec) -> Iterator[None]:
     limit = spec.budget.trial_timeout_s
     timer = None
     if limit is not None:
-        timer = threading.Timer(limit, env.interrupter.request, ("timeout",))
+        timer = threading.Timer(limit, env.interrupter.request, (FailReason.TIMEOUT,))
         timer.daemon = True
     with env.interrupter.armed():
         if timer is not None:
@@ -311,13 +311,11 @@ def _settle(
 
 def _reaped_as_lost(env: SlotEnv, lease_id: int) -> bool:
     with env.db.session_scope(read_only=True) as session:
-        return lease_fail_reason(session, lease_id) == "lost"
+        return lease_fail_reason(session, lease_id) == FailReason.LOST
 
 
 def _lost_result() -> TrialResult:
-    return TrialResult(
-        Outcome("FAIL", False, "lost", "the trial was taken over by the reaper"), lost=True
-    )
+    return lost("the trial was taken over by the reaper")
 
 
 def _tell(
@@ -326,21 +324,20 @@ def _tell(
     trial: optuna.Trial,
     result: TrialResult,
     spec_seed: int | None,
-) -> str:
+) -> TrialState:
     """Tell Optuna once; a retried finish finds the trial already told."""
     storage = env.optuna_storage
     outcome = result.outcome
-    state = TrialState[outcome.state]
     try:
-        if outcome.state == "FAIL":
+        if outcome.state == TrialState.FAIL:
             storage.set_trial_user_attr(trial_id_of(trial), ATTR_FAIL_REASON, outcome.fail_reason)
             storage.set_trial_user_attr(trial_id_of(trial), ATTR_ERROR, outcome.error)
-        values = result.values if state == TrialState.COMPLETE else None
-        told = tell_trial(study, trial, values, state)
+        values = result.values if outcome.state == TrialState.COMPLETE else None
+        told = tell_trial(study, trial, values, outcome.state)
     except optuna.exceptions.UpdateFinishedTrialError:
         told = storage.get_trial(trial_id_of(trial)).state
     if result.retry:
         attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 0))
         frozen = storage.get_trial(trial_id_of(trial))
         enqueue_retry(storage, study.study_name, frozen, attempt, base_seed=spec_seed)
-    return told.name
+    return told

@@ -24,6 +24,7 @@ from storage.halving import is_paused
 from storage.optuna_store import ATTR_FAIL_REASON, folder_root
 from storage.paths import trial_folder_name
 from storage.spec import StudySpec
+from storage.states import FailReason
 from workers.context import TrialContext
 from workers.outcome import TrialResult
 from workers.slot_env import SlotEnv
@@ -143,7 +144,7 @@ def prune_trial_dirs(env: SlotEnv, claim: Claim, spec: StudySpec, keep: set[Path
 def _done_with(latest: optuna.trial.FrozenTrial, open_study: bool) -> bool:
     """Whether a folder's last trial needs it no more: a lost trial's retry may be on
     the way, and a paused trial of an open study may be continued from its checkpoint."""
-    if latest.user_attrs.get(ATTR_FAIL_REASON) == "lost":
+    if latest.user_attrs.get(ATTR_FAIL_REASON) == FailReason.LOST:
         return False
     return not (open_study and is_paused(latest))
 

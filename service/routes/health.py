@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from service.deps import StateDep
-from service.errors import error_body
+from service.errors import error_body, headers_for
 from service.responses import errors_for
 from service.schemas import HealthOut
+from storage.states import ErrorCode
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut)
-def healthz() -> dict[str, Any]:
+def healthz() -> HealthOut:
     """The process is up."""
-    return {"status": "ok", "checks": {}}
+    return HealthOut(status="ok")
 
 
 @router.get("/readyz", response_model=HealthOut, responses=errors_for(503))
-def readyz(state: StateDep) -> Any:
+def readyz(state: StateDep) -> HealthOut | JSONResponse:
     """Both databases answer."""
     checks: dict[str, str] = {}
     engines = {"database": state.db.engine, "optuna_storage": state.optuna.engine}
@@ -36,10 +35,10 @@ def readyz(state: StateDep) -> Any:
         except DBAPIError:
             checks[name] = "unavailable"
     if all(v == "ok" for v in checks.values()):
-        return {"status": "ready", "checks": checks}
+        return HealthOut(status="ready", checks=checks)
     down = ", ".join(n for n, v in checks.items() if v != "ok")
     return JSONResponse(
-        error_body("unavailable", f"not ready: {down} unavailable"),
+        error_body(ErrorCode.UNAVAILABLE, f"not ready: {down} unavailable"),
         503,
-        headers={"Retry-After": "5"},
+        headers=headers_for(ErrorCode.UNAVAILABLE),
     )

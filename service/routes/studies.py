@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/studies", tags=["studies"])
     response_model=StudyOut,
     responses=errors_for(400, 401, 403, 409, 413, 422, 503),
 )
-def create_study(spec: StudySpec, state: StateDep, principal: WriteDep) -> dict[str, Any]:
+def create_study(spec: StudySpec, state: StateDep, principal: WriteDep) -> StudyOut:
     """Validate a study spec, store it and create its Optuna study."""
     resolved = resolve_spec(spec, state.policy)
     with state.db.session_scope() as session:
@@ -39,29 +39,25 @@ def list_studies(
     status: StudyStatusName | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> dict[str, Any]:
+) -> StudyPage:
     """Studies, newest first."""
     with state.db.session_scope(read_only=True) as session:
         items, total = studies.list_studies(
             session, StudyStatus(status) if status else None, limit, offset
         )
-        return {
-            "items": [study_summary(s) for s in items],
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-        }
+        summaries = [study_summary(s) for s in items]
+    return StudyPage(items=summaries, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{name}", response_model=StudyOut, responses=errors_for(401, 403, 404, 503))
-def get_study(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
+def get_study(name: str, state: StateDep, _: ReadDep) -> StudyOut:
     """Status, spec, trial counts by state, best so far and links."""
     with state.db.session_scope(read_only=True) as session:
         study = studies.get_study(session, name)
     return study_view(state, study)
 
 
-def _transition(name: str, action: str, state: StateDep, actor: str) -> dict[str, Any]:
+def _transition(name: str, action: str, state: StateDep, actor: str) -> StudyOut:
     with state.db.session_scope() as session:
         study = studies.transition_study(session, name, action, actor)
     return study_view(state, study)
@@ -70,7 +66,7 @@ def _transition(name: str, action: str, state: StateDep, actor: str) -> dict[str
 @router.post(
     "/{name}/pause", response_model=StudyOut, responses=errors_for(401, 403, 404, 409, 503)
 )
-def pause_study(name: str, state: StateDep, principal: WriteDep) -> dict[str, Any]:
+def pause_study(name: str, state: StateDep, principal: WriteDep) -> StudyOut:
     """Stop claiming new trials; running trials finish."""
     return _transition(name, "pause", state, principal.name)
 
@@ -78,7 +74,7 @@ def pause_study(name: str, state: StateDep, principal: WriteDep) -> dict[str, An
 @router.post(
     "/{name}/resume", response_model=StudyOut, responses=errors_for(401, 403, 404, 409, 503)
 )
-def resume_study(name: str, state: StateDep, principal: WriteDep) -> dict[str, Any]:
+def resume_study(name: str, state: StateDep, principal: WriteDep) -> StudyOut:
     """Claim trials again."""
     return _transition(name, "resume", state, principal.name)
 
@@ -86,7 +82,7 @@ def resume_study(name: str, state: StateDep, principal: WriteDep) -> dict[str, A
 @router.post(
     "/{name}/cancel", response_model=StudyOut, responses=errors_for(401, 403, 404, 409, 503)
 )
-def cancel_study(name: str, state: StateDep, principal: WriteDep) -> dict[str, Any]:
+def cancel_study(name: str, state: StateDep, principal: WriteDep) -> StudyOut:
     """Stop the study; running trials stop at their next report."""
     return _transition(name, "cancel", state, principal.name)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
 from service.deps import AdminDep, StateDep
 from service.responses import errors_for
-from service.schemas import TokenCreated, TokenIn, TokenList
+from service.schemas import TokenCreated, TokenIn, TokenList, TokenOut
 from storage import tokens
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
@@ -20,35 +20,22 @@ router = APIRouter(prefix="/tokens", tags=["tokens"])
     response_model=TokenCreated,
     responses=errors_for(400, 401, 403, 422, 503),
 )
-def create_token(body: TokenIn, state: StateDep, principal: AdminDep) -> dict[str, Any]:
+def create_token(body: TokenIn, state: StateDep, principal: AdminDep) -> TokenCreated:
     """A new token; the response is the only place it appears."""
     with state.db.session_scope() as session:
         row, token = tokens.create_token(
             session, body.name, tokens.Scope.parse(body.scope), principal.name
         )
         session.flush()
-        return {"id": row.id, "name": row.name, "scope": row.scope, "token": token}
+        return TokenCreated(id=row.id, name=row.name, scope=row.scope, token=token)
 
 
 @router.get("", response_model=TokenList, responses=errors_for(401, 403, 503))
-def list_tokens(state: StateDep, _: AdminDep) -> dict[str, Any]:
+def list_tokens(state: StateDep, _: AdminDep) -> TokenList:
     """Tokens without their secrets."""
     with state.db.session_scope(read_only=True) as session:
         rows = tokens.list_tokens(session)
-        return {
-            "items": [
-                {
-                    "id": r.id,
-                    "name": r.name,
-                    "scope": r.scope,
-                    "prefix": r.prefix,
-                    "created_at": r.created_at,
-                    "last_used_at": r.last_used_at,
-                    "revoked_at": r.revoked_at,
-                }
-                for r in rows
-            ]
-        }
+        return TokenList(items=[TokenOut.model_validate(r, from_attributes=True) for r in rows])
 
 
 @router.delete(

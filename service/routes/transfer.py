@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, status
 
 from service.deps import ReadDep, StateDep, WriteDep
@@ -18,14 +16,15 @@ router = APIRouter(prefix="/studies", tags=["studies"])
 
 
 @router.get("/{name}/export", response_model=StudyExport, responses=errors_for(401, 403, 404, 503))
-def export_study(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
+def export_study(name: str, state: StateDep, _: ReadDep) -> StudyExport:
     """The spec and every finished trial (params, values, learning curves, user attributes)."""
     with state.db.session_scope(read_only=True) as session:
         study = studies.get_study(session, name)
     try:
-        return transfer.export_study(state.optuna, study)
+        document = transfer.export_study(state.optuna, study)
     except KeyError:
         raise NotFoundError(f"the Optuna study of {name!r} no longer exists") from None
+    return StudyExport.model_validate(document)
 
 
 @router.post(
@@ -34,7 +33,7 @@ def export_study(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
     response_model=StudyOut,
     responses=errors_for(400, 401, 403, 409, 413, 422, 503),
 )
-def import_study(body: StudyExport, state: StateDep, principal: WriteDep) -> dict[str, Any]:
+def import_study(body: StudyExport, state: StateDep, principal: WriteDep) -> StudyOut:
     """Create a study from an export; its finished trials count against its budget."""
     try:
         spec = resolve_spec(body.spec, state.policy)

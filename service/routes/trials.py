@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
@@ -12,6 +12,7 @@ from service.schemas import (
     EnqueueIn,
     EnqueueOut,
     ImportancesOut,
+    ObjectiveImportances,
     ParetoFront,
     TrialOut,
     TrialPage,
@@ -43,17 +44,12 @@ def list_trials(
     trial_state: Annotated[TrialStateName | None, Query(alias="state")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> dict[str, Any]:
+) -> TrialPage:
     """A page of trials in order of number."""
     study = _load(state, name)
     assert study.optuna_study_id is not None
     page, total = state.reader.page(study.optuna_study_id, trial_state, limit, offset)
-    return {
-        "items": trial_views(state, study, page),
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    }
+    return TrialPage(items=trial_views(state, study, page), total=total, limit=limit, offset=offset)
 
 
 @router.get(
@@ -61,7 +57,7 @@ def list_trials(
 )
 def get_trial(
     name: str, number: Annotated[int, Path(ge=0, le=2**31 - 1)], state: StateDep, _: ReadDep
-) -> dict[str, Any]:
+) -> TrialOut:
     """Params, values, learning curve, state, worker, timings, retry_of, error, MLflow run."""
     study = _load(state, name)
     assert study.optuna_study_id is not None
@@ -77,19 +73,17 @@ def get_trial(
     response_model=EnqueueOut,
     responses=errors_for(400, 401, 403, 404, 409, 413, 422, 503),
 )
-def enqueue_trial(
-    name: str, body: EnqueueIn, state: StateDep, principal: WriteDep
-) -> dict[str, Any]:
+def enqueue_trial(name: str, body: EnqueueIn, state: StateDep, principal: WriteDep) -> EnqueueOut:
     """Enqueue a fixed configuration (warm start); it runs before sampled ones."""
     with state.db.session_scope() as session:
         params = studies.enqueue_trial(session, state.optuna, name, body.params, principal.name)
-    return {"study": name, "params": params}
+    return EnqueueOut(study=name, params=params)
 
 
 @router.get(
     "/best", response_model=TrialOut | ParetoFront, responses=errors_for(401, 403, 404, 503)
 )
-def best(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
+def best(name: str, state: StateDep, _: ReadDep) -> TrialOut | ParetoFront:
     """The best trial, or the Pareto front of a multi-objective study."""
     study = _load(state, name)
     assert study.optuna_study_id is not None
@@ -103,13 +97,13 @@ def best(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
     views = trial_views(state, study, found)
     if n_objectives == 1:
         return views[0]
-    return {"pareto_front": views}
+    return ParetoFront(pareto_front=views)
 
 
 @router.get(
     "/importance", response_model=ImportancesOut, responses=errors_for(401, 403, 404, 409, 503)
 )
-def importance(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
+def importance(name: str, state: StateDep, _: ReadDep) -> ImportancesOut:
     """Hyperparameter importances for each objective."""
     study = _load(state, name)
     assert study.optuna_study_id is not None
@@ -125,5 +119,5 @@ def importance(name: str, state: StateDep, _: ReadDep) -> dict[str, Any]:
             raise ConflictError(
                 "importances need at least two completed trials whose parameters differ"
             ) from exc
-        items.append({"metric": objective.metric, "importances": values})
-    return {"items": items}
+        items.append(ObjectiveImportances(metric=objective.metric, importances=values))
+    return ImportancesOut(items=items)

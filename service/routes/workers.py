@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from service.deps import ReadDep, StateDep
@@ -16,9 +14,9 @@ router = APIRouter(prefix="/workers", tags=["workers"])
 
 
 @router.get("", response_model=WorkerList, responses=errors_for(401, 403, 503))
-def list_workers(state: StateDep, _: ReadDep) -> dict[str, Any]:
+def list_workers(state: StateDep, _: ReadDep) -> WorkerList:
     """Workers whose heartbeat is within the grace period."""
     with state.db.session_scope(read_only=True) as session:
         workers = live_workers(session, state.settings.heartbeat_grace_s)
         items = [worker_view(w) for w in workers]
-    return {"items": items, "total": len(items)}
+    return WorkerList(items=items, total=len(items))

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from storage.states import ErrorCode, FailReason
+
 BODIES = [b"\xff\xfe{", b"{", b"[1, 2", b"\x00"]
 
 
@@ -55,3 +57,13 @@ def test_created_studies_link_to_the_operations_on_them(client: TestClient) -> N
         assert all(
             link["parameters"] == {"name": "$response.body#/name"} for link in links.values()
         )
+
+
+def test_every_fail_reason_and_error_code_is_listed(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    assert set(components["FailReason"]["enum"]) == {r.value for r in FailReason}
+    reason = components["TrialOut"]["properties"]["fail_reason"]
+    assert {"$ref": "#/components/schemas/FailReason"} in reason["anyOf"]
+    assert set(components["ErrorCode"]["enum"]) == {c.value for c in ErrorCode}
+    assert components["ErrorOut"]["properties"]["code"]["$ref"].endswith("/ErrorCode")

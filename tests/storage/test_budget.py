@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from sqlalchemy import update
 
 from storage import studies
@@ -18,6 +19,7 @@ from storage.models import Lease, Study, StudyStatus, utcnow
 from storage.optuna_store import open_optuna_storage
 from storage.reaper import Reaper
 from storage.settings import Settings
+from storage.states import FailReason
 from storage.validation import ValidationPolicy, validate_spec
 
 
@@ -45,8 +47,8 @@ def _complete(db: Database, lease_id: int, worker: str, study_id: int) -> bool:
             lease_id,
             worker,
             study_id=study_id,
-            outcome=Outcome("COMPLETE", True),
-            final_state="COMPLETE",
+            outcome=Outcome(TrialState.COMPLETE, True),
+            final_state=TrialState.COMPLETE,
             fail_fast_trials=3,
         )
 
@@ -192,8 +194,8 @@ def test_finish_after_reap_is_refused(settings: Settings) -> None:
             claim.lease_id,
             "w",
             study_id=claim.study_id,
-            outcome=Outcome("COMPLETE", True),
-            final_state="COMPLETE",
+            outcome=Outcome(TrialState.COMPLETE, True),
+            final_state=TrialState.COMPLETE,
             fail_fast_trials=3,
         )
     assert not ok
@@ -240,8 +242,8 @@ def test_first_failures_with_one_error_fail_the_study(settings: Settings) -> Non
                 claim.lease_id,
                 "w",
                 study_id=claim.study_id,
-                outcome=Outcome("FAIL", True, "exception", "ValueError: boom"),
-                final_state="FAIL",
+                outcome=Outcome(TrialState.FAIL, True, FailReason.EXCEPTION, "ValueError: boom"),
+                final_state=TrialState.FAIL,
                 fail_fast_trials=3,
             )
     with db.session_scope() as session:
@@ -266,8 +268,8 @@ def test_a_settlement_claims_the_next_slot_in_its_transaction(settings: Settings
                 claim.lease_id,
                 "w",
                 study_id=claim.study_id,
-                outcome=Outcome("COMPLETE", True),
-                final_state="COMPLETE",
+                outcome=Outcome(TrialState.COMPLETE, True),
+                final_state=TrialState.COMPLETE,
                 fail_fast_trials=3,
                 notify=False,
             )

@@ -6,6 +6,7 @@ from typing import Any
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from storage import studies
 from storage.budget import Outcome, claim_slot, finish_lease, pending_work
@@ -55,8 +56,8 @@ def _run_one(
             claim.lease_id,
             "w",
             study_id=claim.study_id,
-            outcome=Outcome("COMPLETE", True),
-            final_state="COMPLETE",
+            outcome=Outcome(TrialState.COMPLETE, True),
+            final_state=TrialState.COMPLETE,
             fail_fast_trials=3,
             usage=Usage(compute_s, examples),
             value=value,
@@ -101,8 +102,8 @@ def test_running_trials_finish_before_a_spent_budget_completes_the_study(
                 claim.lease_id,
                 worker,
                 study_id=claim.study_id,
-                outcome=Outcome("PRUNED", True),
-                final_state="PRUNED",
+                outcome=Outcome(TrialState.PRUNED, True),
+                final_state=TrialState.PRUNED,
                 fail_fast_trials=3,
                 usage=Usage(5.0, 150),
             )

@@ -6,7 +6,9 @@ import math
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
+from storage.states import FailReason
 from workers.errors import DatasetError, OutOfMemory, TrialInterrupted
 from workers.outcome import run_task
 
@@ -18,17 +20,17 @@ def _raise(exc: BaseException) -> None:
 @pytest.mark.parametrize(
     ("raised", "state", "reason", "counted"),
     [
-        (optuna.TrialPruned(), "PRUNED", None, True),
-        (ValueError("boom"), "FAIL", "exception", True),
-        (DatasetError("no such column"), "FAIL", "dataset", True),
-        (OutOfMemory("CUDA out of memory"), "FAIL", "oom", True),
-        (TrialInterrupted("timeout"), "FAIL", "timeout", True),
-        (TrialInterrupted("cancelled"), "FAIL", "cancelled", False),
-        (TrialInterrupted("interrupted"), "FAIL", "interrupted", False),
+        (optuna.TrialPruned(), TrialState.PRUNED, None, True),
+        (ValueError("boom"), TrialState.FAIL, "exception", True),
+        (DatasetError("no such column"), TrialState.FAIL, "dataset", True),
+        (OutOfMemory("CUDA out of memory"), TrialState.FAIL, "oom", True),
+        (TrialInterrupted(FailReason.TIMEOUT), TrialState.FAIL, "timeout", True),
+        (TrialInterrupted(FailReason.CANCELLED), TrialState.FAIL, "cancelled", False),
+        (TrialInterrupted(FailReason.INTERRUPTED), TrialState.FAIL, "interrupted", False),
     ],
 )
 def test_exceptions_map_to_states(
-    raised: BaseException, state: str, reason: str | None, counted: bool
+    raised: BaseException, state: TrialState, reason: str | None, counted: bool
 ) -> None:
     result = run_task(lambda: _raise(raised), ["loss"])  # type: ignore[arg-type, return-value]
     assert (result.outcome.state, result.outcome.fail_reason) == (state, reason)
@@ -37,13 +39,13 @@ def test_exceptions_map_to_states(
 
 
 def test_lost_trials_tell_nothing() -> None:
-    result = run_task(lambda: _raise(TrialInterrupted("lost")), ["loss"])  # type: ignore[arg-type, return-value]
+    result = run_task(lambda: _raise(TrialInterrupted(FailReason.LOST)), ["loss"])  # type: ignore[arg-type, return-value]
     assert result.lost and not result.outcome.counted
 
 
 def test_a_completed_trial_keeps_every_metric() -> None:
     result = run_task(lambda: {"loss": 1, "accuracy": 0.5}, ["loss"])
-    assert result.outcome.state == "COMPLETE" and result.values == [1.0]
+    assert result.outcome.state == TrialState.COMPLETE and result.values == [1.0]
     assert result.metrics == {"loss": 1.0, "accuracy": 0.5}
 
 
@@ -52,6 +54,6 @@ def test_a_completed_trial_keeps_every_metric() -> None:
 )
 def test_unusable_returns_fail_the_trial(returned: object) -> None:
     result = run_task(lambda: returned, ["loss"])  # type: ignore[arg-type, return-value]
-    assert result.outcome.state == "FAIL"
+    assert result.outcome.state == TrialState.FAIL
     assert result.outcome.fail_reason in ("task_error", "nan")
     assert result.outcome.error

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 from sqlalchemy import select, text, update
 
 from service.app import create_app
@@ -149,8 +150,8 @@ def test_sweep_ends_runs_of_ended_leases_as_the_lease_ended(
             counted.lease_id,
             "w",
             study_id=study_id,
-            outcome=Outcome("COMPLETE", counted=True),
-            final_state="COMPLETE",
+            outcome=Outcome(TrialState.COMPLETE, counted=True),
+            final_state=TrialState.COMPLETE,
             fail_fast_trials=0,
         )
     executor.run(Op("sweep", "swept", study_id=study_id))
@@ -202,7 +203,9 @@ def test_worker_that_lost_its_trial_ends_the_run_failed(
     ctx.set_model_dir(model)
     reap(env.db, settings, found.lease_id)
     # A late result, refused because the lease was reaped meanwhile.
-    late = TrialResult(Outcome("COMPLETE", True), values=[0.1], lost=True, metrics={"loss": 0.1})
+    late = TrialResult(
+        Outcome(TrialState.COMPLETE, True), values=[0.1], lost=True, metrics={"loss": 0.1}
+    )
     tracking.on_end(found, spec, trial, ctx, late)
     assert tracker.flush(60)
     tracker.close(5)

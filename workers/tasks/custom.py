@@ -12,6 +12,7 @@ import importlib
 import inspect
 from collections.abc import Callable, Mapping
 
+from storage.states import FailReason
 from workers.context import TrialContext
 from workers.errors import TaskError
 
@@ -19,7 +20,7 @@ TaskFunction = Callable[[TrialContext], Mapping[str, float]]
 
 
 class TaskImportError(TaskError):
-    reason = "task_import"
+    reason = FailReason.TASK_IMPORT
 
 
 def is_allowed(module: str, prefixes: list[str]) -> bool:

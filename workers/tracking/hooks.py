@@ -9,12 +9,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from storage.budget import Claim, Outcome
 from storage.spec import StudySpec
 from storage.tracking_rows import find_study
 from workers.context import TrialContext
-from workers.outcome import TrialResult
+from workers.outcome import TrialResult, lost
 from workers.slot_env import SlotEnv
 from workers.tracking.ops import TRIAL_RUN_STATUS, Op, now_ms
 from workers.tracking.tracker import MlflowTracker
@@ -121,7 +122,7 @@ class TrialTracking:
     def _lost_data(self, claim: Claim, spec: StudySpec, ctx: TrialContext) -> dict[str, Any]:
         """FAILED with ``fail_reason=lost``, unless the lease says otherwise when it is sent."""
         error = f"worker {self.env.worker_id} lost its lease (it stopped heartbeating in time)"
-        data = self._end_data(spec, ctx, Outcome("FAIL", False, "lost", error), {})
+        data = self._end_data(spec, ctx, lost(error).outcome, {})
         return {**data, "lost": True, "lease_id": claim.lease_id}
 
     def _end_data(
@@ -129,7 +130,7 @@ class TrialTracking:
     ) -> dict[str, Any]:
         """Tags, metrics not already on the curve, the resolved config, the run status."""
         tags = {
-            "hpo.state": outcome.state,
+            "hpo.state": outcome.state.name,
             "hpo.fail_reason": outcome.fail_reason,
             "hpo.error": outcome.error,
             **{f"hpo.{k}": v for k, v in ctx.info.items()},
@@ -144,7 +145,7 @@ class TrialTracking:
             "tags": tags,
             "metrics": finals,
             "config": config,
-            "status": TRIAL_RUN_STATUS[outcome.state],
+            "status": TRIAL_RUN_STATUS[outcome.state.name],
             "end_ms": now_ms(),
             "step": max(0, ctx._last_step),
         }
@@ -157,7 +158,7 @@ class TrialTracking:
         ctx: TrialContext,
         result: TrialResult,
     ) -> bool:
-        if result.outcome.state != "COMPLETE" or spec.is_multi_objective:
+        if result.outcome.state != TrialState.COMPLETE or spec.is_multi_objective:
             return False
         if ctx.model_dir is None or not ctx.model_dir.is_dir():
             return False

@@ -13,6 +13,7 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
 from storage.db import Database
 from storage.settings import Settings
@@ -29,7 +30,11 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 1000
 MAX_TAG_CHARS = 5000
 # How a trial's Optuna state shows as the status of its MLflow run.
-TRIAL_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+TRIAL_RUN_STATUS = {
+    TrialState.COMPLETE.name: "FINISHED",
+    TrialState.PRUNED.name: "KILLED",
+    TrialState.FAIL.name: "FAILED",
+}
 
 
 @dataclass

@@ -19,6 +19,7 @@ from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from storage.states import FailReason
 from storage.tracking_rows import TrackedStudy
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def _retire_experiment(client: MlflowClient, found: Experiment) -> None:
 def _end_running_runs(client: MlflowClient, experiment_id: str) -> None:
     """Runs of a deleted study cannot finish any more."""
     for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
-        client.set_tag(run.info.run_id, "hpo.fail_reason", "study_deleted")
+        client.set_tag(run.info.run_id, "hpo.fail_reason", FailReason.STUDY_DELETED)
         client.set_terminated(run.info.run_id, "KILLED")
 
 

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from mlflow.entities import Run, RunTag
+from optuna.trial import TrialState
 
 from storage.tracking_rows import LeaseEnd, lease_ends, record_lease_run
 from workers.tracking.ops import TRIAL_RUN_STATUS, clip, now_ms
@@ -28,7 +29,7 @@ MAX_RUNS = 1000
 
 def run_end_of(end: LeaseEnd) -> tuple[str, dict[str, str]]:
     """The run status and ``hpo.*`` tags that match how the lease ended."""
-    state = end.outcome if end.outcome in TRIAL_RUN_STATUS else "FAIL"
+    state = end.outcome if end.outcome in TRIAL_RUN_STATUS else TrialState.FAIL.name
     tags = {"hpo.state": state}
     if end.fail_reason:
         tags["hpo.fail_reason"] = end.fail_reason

@@ -87,7 +87,7 @@ class TensorBoardCurves:
         writer = self.writers.pop(trial.number, None)
         if writer is None:
             return
-        writer.add_text("state", result.outcome.state)
+        writer.add_text("state", result.outcome.state.name)
         writer.close()
 
     def close_all(self) -> None:
