@@ -102,9 +102,11 @@ def builtin_config() -> Callable[..., dict[str, Any]]:
     return factory
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    """Train with one torch thread: two on two busy cores spin against each other."""
+    """Train in the test process with one torch thread: on two busy cores two threads
+    spin against each other (a learning test took 5 minutes instead of 30 s). Worker
+    processes the tests start choose their own threads."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

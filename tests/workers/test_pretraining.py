@@ -111,7 +111,6 @@ def test_pairs_are_encoded_as_two_segments(
     assert set(types[: first_sep + 1]) == {0} and set(types[first_sep + 1 :]) == {1}
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_a_short_mlm_nsp_run_lowers_both_losses(
     make_context: Callable[..., TrialContext], tiny_params: dict[str, Any], tmp_path: Path
 ) -> None:

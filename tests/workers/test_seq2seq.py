@@ -88,7 +88,6 @@ def test_pairs_from_a_csv_with_named_columns(tmp_path: Path) -> None:
     assert load_pair_data(BuiltinPairDataset(), []).fingerprint != data.fingerprint
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_seq2seq_learns_the_builtin_pairs_and_saves_a_generating_model(
     make_context: ContextFactory,
 ) -> None:
