@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from storage.optuna_store import ATTR_DEVICE_MEMORY
 from storage.settings import Settings
 from workers.host_state import host_state_dir, locked_entries
 
@@ -56,7 +57,6 @@ CUDA_CONTEXT_BYTES = 640 * MIB
 # Part of the measured free memory left alone: other processes and fragmentation.
 HEADROOM = 0.05
 POLL_S = 0.2
-ATTR_DEVICE_MEMORY = "hpo.device_memory"
 
 
 def probe_free_bytes(torch_device: str, visible: str, declared_gib: float | None) -> int:

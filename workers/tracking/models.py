@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from storage.tracking_rows import TrackedStudy
 from workers.tracking.owners import claim_registered_model
-from workers.tracking.run_tags import TAG_STUDY_ID
+from workers.tracking.run_tags import TAG_OBJECTIVE, TAG_STUDY_ID, TAG_TRIAL
 
 logger = logging.getLogger(__name__)
 BEST_ALIAS = "best"
@@ -35,7 +35,7 @@ def current_best(client: MlflowClient, name: str, study_id: int) -> tuple[float,
     owner = version.tags.get(TAG_STUDY_ID)
     if owner is not None and owner != str(study_id):
         return None
-    value, trial = version.tags.get("hpo.objective"), version.tags.get("hpo.trial")
+    value, trial = version.tags.get(TAG_OBJECTIVE), version.tags.get(TAG_TRIAL)
     if value is None or trial is None:
         return None
     return float(value), int(trial)
@@ -73,8 +73,8 @@ def log_best_model(
         with mlflow.start_run(run_id=run_id):
             info = _log_by_flavor(Path(data["model_dir"]), str(data["task"]), name)
         version = str(info.registered_model_version)
-    client.set_model_version_tag(name, version, "hpo.objective", str(value))
-    client.set_model_version_tag(name, version, "hpo.trial", str(data["number"]))
+    client.set_model_version_tag(name, version, TAG_OBJECTIVE, str(value))
+    client.set_model_version_tag(name, version, TAG_TRIAL, str(data["number"]))
     client.set_model_version_tag(name, version, TAG_STUDY_ID, str(study.id))
     client.set_registered_model_alias(name, BEST_ALIAS, version)
     logger.info(

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from storage.tracking_rows import TrackedStudy
-from workers.tracking.run_tags import TAG_STUDY, TAG_STUDY_ID
+from workers.tracking.run_tags import TAG_FAIL_REASON, TAG_STUDY, TAG_STUDY_ID
 
 logger = logging.getLogger(__name__)
 RENAMED_FROM_TAG = "hpo.renamed_from"
@@ -106,7 +106,7 @@ def _retire_experiment(client: MlflowClient, found: Experiment) -> None:
 def _end_running_runs(client: MlflowClient, experiment_id: str) -> None:
     """Runs of a deleted study cannot finish any more."""
     for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
-        client.set_tag(run.info.run_id, "hpo.fail_reason", "study_deleted")
+        client.set_tag(run.info.run_id, TAG_FAIL_REASON, "study_deleted")
         client.set_terminated(run.info.run_id, "KILLED")
 
 

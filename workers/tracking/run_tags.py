@@ -24,6 +24,9 @@ TAG_FAIL_REASON = ATTR_FAIL_REASON
 TAG_ERROR = ATTR_ERROR
 TAG_RETRY_OF = ATTR_RETRY_OF
 TAG_SEED = ATTR_SEED
+# On a registered model version: the objective value and trial it came from.
+TAG_OBJECTIVE = "hpo.objective"
+TAG_TRIAL = "hpo.trial"
 
 # How a trial's Optuna state shows as the status of its MLflow run.
 TRIAL_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
