@@ -39,13 +39,10 @@ from storage.settings import Settings
 from workers.host_state import host_state_dir, locked_entries
 
 if TYPE_CHECKING:
-    import optuna
-
     from storage.budget import Claim
     from storage.spec import StudySpec
     from workers.context import TrialContext
-    from workers.outcome import TrialResult
-    from workers.slot_env import SlotEnv
+    from workers.slot_env import FinishedTrial, SlotEnv
 
 logger = logging.getLogger(__name__)
 GIB = 2**30
@@ -231,14 +228,7 @@ class DevicePacking:
         with ctx.critical():
             ctx.db_call(lambda: ctx.trial.set_user_attr(ATTR_DEVICE_MEMORY, facts))
 
-    def _after_trial(
-        self,
-        claim: Claim,
-        spec: StudySpec,
-        trial: optuna.Trial,
-        ctx: TrialContext,
-        result: TrialResult,
-    ) -> None:
+    def _after_trial(self, finished: FinishedTrial) -> None:
         # The trial's tensors are unreachable now; give their memory back to the
         # device before the next trial on it is admitted.
         gc.collect()

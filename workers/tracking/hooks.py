@@ -16,7 +16,7 @@ from storage.spec import StudySpec
 from storage.tracking_rows import find_study
 from workers.context import TrialContext
 from workers.outcome import TrialResult
-from workers.slot_env import SlotEnv
+from workers.slot_env import FinishedTrial, SlotEnv
 from workers.tracking.ops import Op
 from workers.tracking.run_tags import (
     TAG_ERROR,
@@ -90,14 +90,14 @@ class TrialTracking:
 
         ctx.report_hooks.append(log_curve)
 
-    def on_end(
-        self,
-        claim: Claim,
-        spec: StudySpec,
-        trial: optuna.Trial,
-        ctx: TrialContext,
-        result: TrialResult,
-    ) -> None:
+    def on_end(self, finished: FinishedTrial) -> None:
+        claim, spec, trial, ctx, result = (
+            finished.claim,
+            finished.spec,
+            finished.trial,
+            finished.ctx,
+            finished.result,
+        )
         key = self.keys.pop(trial.number, None)
         reported = self.reported.pop(trial.number, set())
         if key is None:
