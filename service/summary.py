@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+from service.bounded_map import BoundedMap
 from service.schemas import TrialOut
 from storage.models import Study
 
@@ -67,15 +68,13 @@ class SummaryCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_age_s = max_age_s
-        self.max_entries = max_entries
         self._clock = clock
-        self._entries: dict[int, _Entry] = {}
-        self._lock = threading.Lock()
+        self._entries: BoundedMap[int, _Entry] = BoundedMap(max_entries)
 
     def get(self, study: Study, compute: Callable[[], TrialSummary]) -> TrialSummary:
         """The summary of ``study`` as of its row: reused, or ``compute()`` once for all callers."""
         version = study_version(study)
-        entry = self._entry(study.id)
+        entry = self._entries.get_or_add(study.id, _Entry)
         # One caller computes; the others wait for its result instead of scanning too.
         with entry.lock:
             if entry.summary is None or not self._fresh(entry, version):
@@ -86,12 +85,3 @@ class SummaryCache:
 
     def _fresh(self, entry: _Entry, version: Hashable) -> bool:
         return entry.version == version and self._clock() - entry.computed_at < self.max_age_s
-
-    def _entry(self, study_id: int) -> _Entry:
-        with self._lock:
-            entry = self._entries.get(study_id)
-            if entry is None:
-                if len(self._entries) >= self.max_entries:
-                    self._entries.clear()
-                entry = self._entries[study_id] = _Entry()
-            return entry

@@ -10,10 +10,10 @@ the cache.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
+from service.bounded_map import BoundedMap
 from storage.tokens import Principal, hash_token
 
 # How long a verified token is trusted without asking the database again.
@@ -32,10 +32,9 @@ class TokenCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl_s = ttl_s
-        self.max_entries = max_entries
         self._clock = clock
-        self._entries: dict[str, tuple[Principal, float]] = {}
-        self._lock = threading.Lock()
+        # Principal and the time its verification expires, by token hash.
+        self._entries: BoundedMap[str, tuple[Principal, float]] = BoundedMap(max_entries)
 
     def lookup(self, token: str, verify: Callable[[str], Principal | None]) -> Principal | None:
         """The principal of ``token``: cached while fresh, else ``verify(token)``.
@@ -44,20 +43,15 @@ class TokenCache:
         """
         digest = hash_token(token)
         now = self._clock()
-        with self._lock:
-            found = self._entries.get(digest)
+        found = self._entries.get(digest)
         if found is not None and now < found[1]:
             return found[0]
         principal = verify(token)
-        with self._lock:
-            if principal is None or self.ttl_s <= 0:
-                self._entries.pop(digest, None)
-                return principal
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[digest] = (principal, now + self.ttl_s)
+        if principal is None or self.ttl_s <= 0:
+            self._entries.discard(digest)
+        else:
+            self._entries.put(digest, (principal, now + self.ttl_s))
         return principal
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        self._entries.clear()

@@ -42,13 +42,13 @@ from storage.optuna_store import (
     ATTR_PROMOTED_RUNG,
     ATTR_RETRY_ROOT,
     ATTR_SEED,
+    RUNG_ATTR_PREFIX,
     folder_root,
     set_trial_attr,
 )
 from storage.seeds import trial_seed
 
 # System attribute (a pruner reads it back) with a trial's value at rung k.
-RUNG_ATTR_PREFIX = "hpo.rung_"
 
 
 class ResumableHalvingPruner(BasePruner):

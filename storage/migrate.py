@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import optuna
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -15,6 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from storage.db import Database, ensure_sqlite_dir
+from storage.optuna_store import open_optuna_storage
 
 logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -92,8 +92,7 @@ def upgrade_optuna_schema(url: str) -> None:
 
     Done once here rather than by every fresh worker at the same moment.
     """
-    ensure_sqlite_dir(url)
-    storage = optuna.storages.RDBStorage(url)
+    storage = open_optuna_storage(url, create_tables=True)
     try:
         if storage.get_current_version() != storage.get_head_version():
             logger.info("upgrading Optuna's schema from %s", storage.get_current_version())

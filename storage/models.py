@@ -175,6 +175,23 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class DashboardSession(Base):
+    """A browser signed in to the dashboard.
+
+    Only hashes are stored: of the session id (the cookie's value) and of the
+    token that signed in, which is looked up again on every request so that
+    revoking the token ends the session at once.
+    """
+
+    __tablename__ = "hpo_dashboard_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Event(Base):
     """The audit log: who did what to which study, and what the system did."""
 

@@ -48,6 +48,13 @@ ATTR_REQUEUE_OF = "hpo.requeue_of"
 ATTR_PAUSED_RUNG = "hpo.paused_rung"
 ATTR_CONTINUES = "hpo.continues"
 ATTR_PROMOTED_RUNG = "hpo.promoted_rung"
+# Resumable successive halving: the system attribute ``hpo.rung_<n>`` holds a
+# trial's value at rung n (a pruner reads it back).
+RUNG_ATTR_PREFIX = "hpo.rung_"
+# A trial enqueued from another study's best (storage.warm_start): where it came from.
+ATTR_WARM_START = "hpo.warm_start"
+# What a trial used of its device's memory, for packing trials onto devices (workers.packing).
+ATTR_DEVICE_MEMORY = "hpo.device_memory"
 TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
 _TRIAL_RELATIONS = (
     "params",

@@ -56,6 +56,9 @@ SLOT_SERVICE = PoolLimits(size=1, overflow=2)
 SLOT_OPTUNA = PoolLimits(size=1, overflow=1)
 SUPERVISOR_SERVICE = PoolLimits(size=1, overflow=1)
 SUPERVISOR_OPTUNA = PoolLimits(size=1, overflow=1)
+# A study's MLflow summary reads Optuna once per study. Two, not one: opening
+# an Optuna storage checks its schema while holding a connection already.
+SUMMARY_OPTUNA = PoolLimits(size=1, overflow=1)
 # The supervisor's one LISTEN connection, shared by its slots through pipes.
 SUPERVISOR_LISTEN = 1
 

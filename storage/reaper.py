@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 import optuna
 from optuna.storages import RDBStorage
@@ -44,13 +45,15 @@ logger = logging.getLogger(__name__)
 # Ended studies are still checked for orphans for a while (a worker that died
 # during the last ask of a study leaves one after the study completed).
 ORPHAN_WATCH_AFTER_END = timedelta(hours=1)
+# What a reap did with a lease: "counted" when the trial had already finished in Optuna.
+ReapAction = Literal["retried", "failed", "counted", "released"]
 
 
 @dataclass(frozen=True)
 class Reaped:
     study: str
     trial_number: int | None
-    action: str  # "retried", "failed", "counted" (already finished in Optuna) or "released"
+    action: ReapAction
 
 
 class Reaper:
@@ -135,7 +138,7 @@ class Reaper:
         )
         return Reaped(study.name, lease.trial_number, action)
 
-    def _settle(self, session: Session, study: Study, lease: Lease, now: datetime) -> str:
+    def _settle(self, session: Session, study: Study, lease: Lease, now: datetime) -> ReapAction:
         lease.finished_at = now
         if lease.optuna_trial_id is None:
             # The worker died before its trial was recorded here: nothing ran.

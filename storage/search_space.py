@@ -11,9 +11,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from storage.spec import CategoricalParam, FloatParam, IntParam
+from storage.spec import AnyParam, CategoricalParam, FloatParam, IntParam
 
-AnyParam = FloatParam | IntParam | CategoricalParam
 # A grid sampler holds every point in memory, in the API and in each worker.
 MAX_GRID_POINTS = 100_000
 

@@ -94,7 +94,8 @@ class CategoricalParam(StrictModel):
         return choices
 
 
-ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+AnyParam = FloatParam | IntParam | CategoricalParam
+ParamSpec = Annotated[AnyParam, Field(discriminator="type")]
 
 
 class TaskSpec(StrictModel):

@@ -66,7 +66,11 @@ def create_token(
 
 def authenticate(session: Session, token: str) -> Principal | None:
     """The principal of a stored, unrevoked token; None if there is none."""
-    digest = hash_token(token)
+    return authenticate_hash(session, hash_token(token))
+
+
+def authenticate_hash(session: Session, digest: str) -> Principal | None:
+    """:func:`authenticate` for a token known only by its hash (a sign-in session's)."""
     row = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).one_or_none()
     if row is None or row.revoked_at is not None:
         return None

@@ -85,6 +85,16 @@ def _check_stopping(spec: StudySpec) -> list[ErrorDetail]:
     return errors
 
 
+def is_allowed_module(module: str, prefixes: list[str]) -> bool:
+    """Whether ``python:module:function`` tasks may come from ``module``.
+
+    A prefix allows itself and its submodules (``pkg`` allows ``pkg.tasks``,
+    not ``pkg2``). The API checks specs with the service's prefixes and every
+    worker again with its own before importing anything.
+    """
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
+
+
 def _check_task_name(
     spec: StudySpec, policy: ValidationPolicy
 ) -> tuple[TaskDeclaration | None, list[ErrorDetail]]:
@@ -93,7 +103,7 @@ def _check_task_name(
     if target is not None:
         module = target[0]
         allowed = policy.allowed_task_modules
-        if not any(module == p or module.startswith(p + ".") for p in allowed):
+        if not is_allowed_module(module, allowed):
             return None, [
                 ErrorDetail(
                     loc,

@@ -21,10 +21,9 @@ from sqlalchemy.orm import Session
 
 from storage.errors import ErrorDetail, InvalidSpecError
 from storage.models import Study
-from storage.optuna_store import ATTR_ENQUEUED_BY
+from storage.optuna_store import ATTR_ENQUEUED_BY, ATTR_WARM_START
 from storage.spec import CategoricalParam, FloatParam, IntParam, ParamSpec, StudySpec
 
-ATTR_WARM_START = "hpo.warm_start"
 NOTE_ATTR = "warm_start_note"
 _LOC = ("warm_start", "from_study")
 

@@ -10,9 +10,24 @@ from sqlalchemy.orm import Session
 from storage.models import Worker, utcnow
 
 
-def register_worker(session: Session, worker: Worker) -> None:
-    """Insert or refresh a worker slot's row."""
-    session.merge(worker)
+def register_worker(
+    session: Session, worker_id: str, *, host: str, pid: int, device: str, slot: int
+) -> None:
+    """Insert or refresh a worker slot's row: idle, no trials run, heartbeating from now."""
+    now = utcnow()
+    session.merge(
+        Worker(
+            id=worker_id,
+            host=host,
+            pid=pid,
+            device=device,
+            slot=slot,
+            status="idle",
+            trials_run=0,
+            started_at=now,
+            heartbeat_at=now,
+        )
+    )
 
 
 def heartbeat_worker(

@@ -77,7 +77,10 @@ class TrialContext:
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        return logging.LoggerAdapter(logger, {"trial": self.trial.number})
+        """A logger whose records name this trial and its study."""
+        return logging.LoggerAdapter(
+            logger, {"study": self.trial.study.study_name, "trial": self.trial.number}
+        )
 
     def suggest_float(
         self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None

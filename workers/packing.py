@@ -34,17 +34,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from storage.optuna_store import ATTR_DEVICE_MEMORY
 from storage.settings import Settings
 from workers.host_state import host_state_dir, locked_entries
 
 if TYPE_CHECKING:
-    import optuna
-
     from storage.budget import Claim
     from storage.spec import StudySpec
     from workers.context import TrialContext
-    from workers.outcome import TrialResult
-    from workers.slot_env import SlotEnv
+    from workers.slot_env import FinishedTrial, SlotEnv
 
 logger = logging.getLogger(__name__)
 GIB = 2**30
@@ -56,7 +54,6 @@ CUDA_CONTEXT_BYTES = 640 * MIB
 # Part of the measured free memory left alone: other processes and fragmentation.
 HEADROOM = 0.05
 POLL_S = 0.2
-ATTR_DEVICE_MEMORY = "hpo.device_memory"
 
 
 def probe_free_bytes(torch_device: str, visible: str, declared_gib: float | None) -> int:
@@ -231,14 +228,7 @@ class DevicePacking:
         with ctx.critical():
             ctx.db_call(lambda: ctx.trial.set_user_attr(ATTR_DEVICE_MEMORY, facts))
 
-    def _after_trial(
-        self,
-        claim: Claim,
-        spec: StudySpec,
-        trial: optuna.Trial,
-        ctx: TrialContext,
-        result: TrialResult,
-    ) -> None:
+    def _after_trial(self, finished: FinishedTrial) -> None:
         # The trial's tensors are unreachable now; give their memory back to the
         # device before the next trial on it is admitted.
         gc.collect()

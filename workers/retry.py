@@ -1,4 +1,4 @@
-"""Retrying database work with backoff while a database is unavailable."""
+"""Retrying with backoff while a database or the tracking server is unavailable."""
 
 from __future__ import annotations
 
@@ -15,6 +15,18 @@ from storage.errors import UnavailableError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# MLflow error codes that say "not now" rather than "never".
+TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR"}
+_TRANSIENT_HINTS = (
+    "connection",
+    "max retries",
+    "timed out",
+    "timeout",
+    "database is locked",
+    "temporarily",
+    "status code 50",
+    "unavailable",
+)
 
 
 def backoff_delays(total_s: float, first_s: float = 0.5, cap_s: float = 15.0) -> Iterator[float]:
@@ -31,6 +43,25 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, UnavailableError | optuna.exceptions.StorageInternalError):
         return True
     return isinstance(exc, DBAPIError) and is_connection_error(exc)
+
+
+def is_transient_remote(exc: BaseException) -> bool:
+    """A failure to reach a remote service such as MLflow, as opposed to a refused request.
+
+    Broader than :func:`is_transient`: any network-level failure, and any
+    error of an HTTP or database client library, counts, because a tracking
+    call is retried until it is accepted. Optuna's storage errors do not: a
+    tracking operation that fails on them is not retried forever.
+    """
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    module = type(exc).__module__
+    if module.startswith(("requests", "urllib3", "sqlalchemy", "http.client")):
+        return True
+    if getattr(exc, "error_code", None) in TRANSIENT_CODES:
+        return True
+    text = str(exc).lower()
+    return any(hint in text for hint in _TRANSIENT_HINTS)
 
 
 def call_with_retries(call: Callable[[], T], total_s: float, what: str) -> T:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from storage.budget import Claim, ClaimRequest, claim_slot, pending_work, release_lease
 from storage.errors import UnavailableError
-from storage.models import Worker, utcnow
 from storage.settings import Settings
 from storage.states import FailReason
 from storage.workers import register_worker, stop_worker
@@ -157,21 +156,16 @@ class SlotRunner:
             return True
 
     def _register(self) -> None:
-        worker = Worker(
-            id=self.env.worker_id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            device=self.options.device_label,
-            slot=self.options.slot,
-            status="idle",
-            trials_run=0,
-            started_at=utcnow(),
-            heartbeat_at=utcnow(),
-        )
-
         def register() -> None:
             with self.env.db.session_scope() as session:
-                register_worker(session, worker)
+                register_worker(
+                    session,
+                    self.env.worker_id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    device=self.options.device_label,
+                    slot=self.options.slot,
+                )
 
         self.env.retrying(register)
         logger.info("worker %s ready on %s", self.env.worker_id, self.options.device_label)

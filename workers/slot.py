@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from storage.settings import Settings
+from workers.logs import configure_slot_logging
 from workers.runner import SlotRunner
 from workers.slot_env import SlotOptions
 
@@ -42,11 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     # Progress bars of model downloads and saves would flood the worker's log.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s [{options.device_label}/{options.slot}] "
-        "%(name)s %(message)s",
-    )
+    configure_slot_logging(f"{options.device_label}/{options.slot}")
     runner = SlotRunner(Settings(), options)
     runner.install_signals()
     return runner.run()

@@ -36,6 +36,17 @@ SETTLE_RETRY_S = 3600.0
 
 
 @dataclass(frozen=True)
+class FinishedTrial:
+    """A trial that ended on this slot, as the after-trial hooks see it."""
+
+    claim: Claim
+    spec: StudySpec
+    trial: optuna.Trial
+    ctx: TrialContext
+    result: TrialResult
+
+
+@dataclass(frozen=True)
 class SlotOptions:
     device: str  # the torch device the task uses: "cpu" or "cuda"
     device_label: str  # what users see: "cpu" or "cuda:<physical index>"
@@ -76,9 +87,7 @@ class SlotEnv:
         )
         self._studies: dict[int, optuna.Study] = {}
         self.context_hooks: list[Callable[[TrialContext, StudySpec, Claim], None]] = []
-        self.trial_hooks: list[
-            Callable[[Claim, StudySpec, optuna.Trial, TrialContext, TrialResult], None]
-        ] = []
+        self.trial_hooks: list[Callable[[FinishedTrial], None]] = []
         # Folders that must not be deleted yet (say, models still queued for MLflow).
         self.protected_dirs: list[Callable[[], set[Path]]] = []
         # All must say yes before the slot claims a trial (a packed device's room).
@@ -139,19 +148,13 @@ class SlotEnv:
         for hook in self.context_hooks:
             hook(ctx, spec, claim)
 
-    def after_trial(
-        self,
-        claim: Claim,
-        spec: StudySpec,
-        trial: optuna.Trial,
-        ctx: TrialContext,
-        result: TrialResult,
-    ) -> None:
+    def after_trial(self, finished: FinishedTrial) -> None:
+        """Run every after-trial hook; one that fails is logged and the others still run."""
         for hook in self.trial_hooks:
             try:
-                hook(claim, spec, trial, ctx, result)
+                hook(finished)
             except Exception:
-                logger.exception("after-trial step failed for trial %d", trial.number)
+                logger.exception("after-trial step failed for trial %d", finished.trial.number)
 
     def close(self) -> None:
         for close in self.closers:

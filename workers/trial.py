@@ -47,7 +47,7 @@ from storage.tasks import get_declaration
 from workers.context import TrialContext
 from workers.heartbeat import CurrentTrial
 from workers.outcome import TrialResult, lost, run_task
-from workers.slot_env import SlotEnv
+from workers.slot_env import FinishedTrial, SlotEnv
 from workers.tasks import load_builtin
 from workers.tasks.custom import load_custom
 
@@ -103,7 +103,7 @@ def run_claim(env: SlotEnv, claim: Claim) -> TrialResult | None:
         f" ({result.outcome.fail_reason})" if result.outcome.fail_reason else "",
         _values_text(spec, result.values),
     )
-    env.after_trial(claim, spec, trial, ctx, result)
+    env.after_trial(FinishedTrial(claim, spec, trial, ctx, result))
     return result
 
 

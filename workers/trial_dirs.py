@@ -26,8 +26,7 @@ from storage.paths import trial_folder_name
 from storage.spec import StudySpec
 from storage.states import FailReason
 from workers.context import TrialContext
-from workers.outcome import TrialResult
-from workers.slot_env import SlotEnv
+from workers.slot_env import FinishedTrial, SlotEnv
 
 logger = logging.getLogger(__name__)
 OWNER_FILE = ".study-id"
@@ -53,14 +52,8 @@ class TrialDirs:
             logger.warning("cannot check the trial folders of %s: %s", spec.name, exc)
         self.owned.add(claim.study_id)
 
-    def on_end(
-        self,
-        claim: Claim,
-        spec: StudySpec,
-        trial: optuna.Trial,
-        ctx: TrialContext,
-        result: TrialResult,
-    ) -> None:
+    def on_end(self, finished: FinishedTrial) -> None:
+        claim, spec = finished.claim, finished.spec
         keep: set[Path] = set()
         for protected in self.env.protected_dirs:
             keep |= protected()

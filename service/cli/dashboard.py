@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from service.cli.client import ClientError
+from service.cli.startup import configure_logging, load_settings, refuse_open_public_bind
 from storage.errors import UnavailableError
-from storage.settings import Settings, is_loopback
+from storage.settings import Settings
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -39,17 +40,11 @@ def dashboard(
     require_extra("server", "uvicorn", "optuna_dashboard", "sqlalchemy")
     import uvicorn
 
-    # The CLI's main module imports this one; its helpers are looked up at run time.
-    from service.cli.main import configure_logging, load_settings
     from service.redact import install_redaction
 
     configure_logging()
     settings = load_settings()
-    if settings.admin_token is None and not is_loopback(host):
-        raise ClientError(
-            f"refusing to serve the dashboard on {host} without authentication: set "
-            "HPO_ADMIN_TOKEN, or bind a loopback address"
-        )
+    refuse_open_public_bind(settings, host, "the dashboard")
     app = _open_app(settings, secure_cookie)
     logger.info("dashboard on http://%s:%d/dashboard", host, port)
     install_redaction()

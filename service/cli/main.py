@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -19,9 +18,15 @@ from service.cli import fleet as fleet_commands
 from service.cli import studies as study_commands
 from service.cli import trials as trial_commands
 from service.cli.client import ApiClient, ClientError
-from service.cli.environment import require_extra, warn_unknown_variables
+from service.cli.environment import require_extra
+from service.cli.startup import (
+    configure_logging,
+    err_console,
+    load_settings,
+    refuse_open_public_bind,
+)
 from storage.errors import HpoError
-from storage.settings import Settings, is_loopback
+from storage.settings import Settings
 
 app = typer.Typer(
     help="Hyperparameter optimization service: studies over REST, GPU workers, Optuna and MLflow.",
@@ -33,29 +38,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
-err_console = Console(stderr=True)
 console = Console()
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def load_settings() -> Settings:
-    """The settings from ``HPO_*``; a bad value is a user error, not a traceback.
-
-    ``HPO_*`` variables that no setting reads are reported (with the closest
-    known name), once per process: a typo would otherwise be silently ignored.
-    """
-    warn_unknown_variables(err_console)
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"HPO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise ClientError(f"invalid configuration: {problems}") from None
 
 
 def _client() -> ApiClient:
@@ -109,11 +92,7 @@ def serve(
 
     configure_logging()
     settings = load_settings()
-    if settings.admin_token is None and not is_loopback(host):
-        raise ClientError(
-            f"refusing to serve on {host} without authentication: set "
-            "HPO_ADMIN_TOKEN, or bind a loopback address"
-        )
+    refuse_open_public_bind(settings, host)
     settings.ensure_data_dir()
     if migrate:
         _upgrade(settings)

@@ -14,10 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from storage.errors import ErrorDetail
-from storage.spec import CategoricalParam, FloatParam, IntParam
+
+# AnyParam is re-exported: declarations and their callers are typed with it.
+from storage.spec import AnyParam as AnyParam
 
 Kind = Literal["float", "int", "categorical"]
-AnyParam = FloatParam | IntParam | CategoricalParam
 
 
 @dataclass(frozen=True)

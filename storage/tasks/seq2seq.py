@@ -10,8 +10,8 @@ from storage.paths import hub_id_problem
 from storage.spec import CategoricalParam, FloatParam, IntParam
 from storage.tasks import AnyParam, HyperParameter, TaskDeclaration, register
 from storage.tasks.text import (
+    TransformerConfig,
     _Strict,
-    _TransformerConfig,
     augmentation_hyperparameters,
     check_pretrained_space,
     model_source,
@@ -70,7 +70,7 @@ PairDataset = Annotated[
 ]
 
 
-class Seq2SeqConfig(_TransformerConfig):
+class Seq2SeqConfig(TransformerConfig):
     dataset: PairDataset = Field(default_factory=BuiltinPairDataset)
     max_target_len: int = Field(
         default=64, ge=4, le=4096, description="longest target, in tokens (training and generation)"

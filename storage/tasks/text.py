@@ -98,7 +98,7 @@ CorpusDataset = Annotated[
 ]
 
 
-class _TransformerConfig(_Strict):
+class TransformerConfig(_Strict):
     model: ModelSpec = Field(default_factory=ScratchModel)
     max_epochs: int = Field(default=3, ge=1, le=1000)
     eval_every_steps: int | None = Field(
@@ -117,7 +117,7 @@ class _TransformerConfig(_Strict):
     )
 
 
-class TextClassificationConfig(_TransformerConfig):
+class TextClassificationConfig(TransformerConfig):
     dataset: ClassificationDataset = Field(default_factory=BuiltinTextDataset)
 
     @model_validator(mode="after")
@@ -127,7 +127,7 @@ class TextClassificationConfig(_TransformerConfig):
         return self
 
 
-class MaskedLmConfig(_TransformerConfig):
+class MaskedLmConfig(TransformerConfig):
     dataset: CorpusDataset = Field(default_factory=BuiltinTextDataset)
     mlm_probability: float = Field(default=0.15, gt=0, lt=1)
     objective: Literal["mlm", "mlm+nsp"] = Field(

@@ -16,10 +16,12 @@ import httpx
 import optuna
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from service.dashboard import SESSION_COOKIE, LoginThrottle, SessionStore, create_dashboard_app
-from service.dashboard_auth import MAX_BACKOFF_S
+from service.dashboard_throttle import MAX_BACKOFF_S
 from storage.db import Database
+from storage.models import DashboardSession
 from storage.optuna_store import open_optuna_storage
 from storage.settings import Settings
 from storage.tokens import Scope, create_token, revoke_token
@@ -283,6 +285,23 @@ def test_revoked_token_ends_its_sessions(client: TestClient, world: World) -> No
     assert_error(client.get("/api/studies", cookies=cookies), 401, "unauthorized")
     # The session is gone for good, not only until the next check.
     assert client.get("/dashboard", headers=HTML, cookies=cookies).status_code == 303
+
+
+def test_a_session_outlives_its_process_and_works_on_another_replica(world: World) -> None:
+    """Sessions are rows in the service database: a restarted or second gateway accepts them."""
+    with TestClient(create_dashboard_app(world.settings), follow_redirects=False) as first:
+        session = sign_in(first, world.read)
+    with TestClient(create_dashboard_app(world.settings), follow_redirects=False) as second:
+        listed = second.get("/api/studies", cookies={SESSION_COOKIE: session})
+        assert listed.status_code == 200 and listed.json()["study_summaries"]
+    database = Database(world.settings.database_url)
+    with database.session_scope(read_only=True) as db_session:
+        rows = list(db_session.scalars(select(DashboardSession)))
+    database.dispose()
+    # Only hashes are stored: neither the cookie's value nor the token.
+    assert len(rows) == 1
+    assert session not in (rows[0].session_hash, rows[0].token_hash)
+    assert world.read not in (rows[0].session_hash, rows[0].token_hash)
 
 
 def test_sessions_expire_and_logout_ends_them(

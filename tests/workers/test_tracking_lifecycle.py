@@ -38,7 +38,7 @@ from storage.studies import create_study
 from tests.conftest import Fleet, make_settings
 from workers.context import TrialContext
 from workers.outcome import TrialResult
-from workers.slot_env import SlotEnv, SlotOptions
+from workers.slot_env import FinishedTrial, SlotEnv, SlotOptions
 from workers.tracking.hooks import TrialTracking
 from workers.tracking.ops import Executor, Op
 from workers.tracking.tracker import MlflowTracker
@@ -206,7 +206,7 @@ def test_worker_that_lost_its_trial_ends_the_run_failed(
     late = TrialResult(
         Outcome(TrialState.COMPLETE, True), values=[0.1], lost=True, metrics={"loss": 0.1}
     )
-    tracking.on_end(found, spec, trial, ctx, late)
+    tracking.on_end(FinishedTrial(found, spec, trial, ctx, late))
     assert tracker.flush(60)
     tracker.close(5)
     env.close()

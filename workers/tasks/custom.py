@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Mapping
 
 from storage.states import FailReason
-from workers.context import TrialContext
+from storage.validation import is_allowed_module
 from workers.errors import TaskError
-
-TaskFunction = Callable[[TrialContext], Mapping[str, float]]
+from workers.tasks import TaskFunction
 
 
 class TaskImportError(TaskError):
     reason = FailReason.TASK_IMPORT
-
-
-def is_allowed(module: str, prefixes: list[str]) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
 def load_custom(module: str, function: str, allowed_prefixes: list[str]) -> TaskFunction:
@@ -33,7 +27,7 @@ def load_custom(module: str, function: str, allowed_prefixes: list[str]) -> Task
     Raises:
         TaskImportError: the module is not allowed, cannot be imported, or lacks the function.
     """
-    if not is_allowed(module, allowed_prefixes):
+    if not is_allowed_module(module, allowed_prefixes):
         raise TaskImportError(
             f"module {module!r} is not allowed on this worker (HPO_ALLOWED_TASK_MODULES="
             f"{','.join(allowed_prefixes) or 'unset'})"

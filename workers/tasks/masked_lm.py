@@ -16,14 +16,13 @@ from transformers import AutoModelForMaskedLM
 from storage.tasks.text import MaskedLmConfig
 from workers.context import TrialContext
 from workers.data import TextData, encode_texts, load_text_data
+from workers.tasks.transformer_setup import build_task_model, start_task
 from workers.training import (
     Batch,
     TextModel,
     TrainingJob,
     TrainSettings,
-    build_text_model,
     pad_sequences,
-    seed_everything,
     sorted_batches,
     train,
 )
@@ -45,26 +44,19 @@ def run(ctx: TrialContext) -> dict[str, float]:
         OutOfMemory: the device ran out of memory.
         optuna.TrialPruned: the pruner stopped the trial.
     """
-    config = MaskedLmConfig.model_validate(ctx.config)
-    settings = TrainSettings.from_context(ctx)
-    seed_everything(ctx.seed)
+    config, settings = start_task(ctx, MaskedLmConfig)
     if config.objective == "mlm+nsp":
         from workers.tasks.pretraining import run_pretraining
 
         return run_pretraining(ctx, config, settings)
     data = load_text_data(config.dataset, ctx.dataset_roots, with_labels=False)
-    ctx.set_info(
-        dataset_fingerprint=data.fingerprint,
-        n_train=len(data.train_texts),
-        n_validation=len(data.validation_texts),
-    )
-    built = build_text_model(
-        config.model,
-        model_class=AutoModelForMaskedLM,
-        ctx=ctx,
+    built = build_task_model(
+        ctx,
+        config,
+        AutoModelForMaskedLM,
         corpus=data.train_texts,
         fingerprint=data.fingerprint,
-        max_seq_len=config.max_seq_len,
+        sizes=(len(data.train_texts), len(data.validation_texts)),
     )
     job = _job(built, data, ctx, settings, probability=config.mlm_probability)
     return train(job, settings, ctx)

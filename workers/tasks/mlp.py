@@ -28,6 +28,7 @@ from workers.training.checkpoint import (
     remove_checkpoint,
     save_checkpoint,
 )
+from workers.training.optim import make_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -122,15 +123,15 @@ def build_model(n_inputs: int, n_classes: int, params: dict[str, object]) -> nn.
     )
 
 
-def build_optimizer(model: nn.Module, params: dict[str, object]) -> torch.optim.Optimizer:
-    lr = float(params["learning_rate"])  # type: ignore[arg-type]
-    decay = float(params["weight_decay"])  # type: ignore[arg-type]
-    name = params["optimizer"]
-    if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=decay)
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay)
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay)
+def _optimizer(model: nn.Module, params: dict[str, object]) -> torch.optim.Optimizer:
+    """The trial's optimizer; ``weight_decay`` is an L2 penalty on every parameter here."""
+    groups = [{"params": list(model.parameters()), "weight_decay": float(params["weight_decay"])}]  # type: ignore[arg-type]
+    return make_optimizer(
+        str(params["optimizer"]),
+        groups,
+        learning_rate=float(params["learning_rate"]),  # type: ignore[arg-type]
+        momentum=0.9,
+    )
 
 
 @torch.no_grad()
@@ -156,7 +157,7 @@ def run(ctx: TrialContext) -> dict[str, float]:
     else:
         data = load_digits_data(config)
     model = build_model(data.x_train.shape[1], data.num_classes, ctx.params)
-    optimizer = build_optimizer(model, ctx.params)
+    optimizer = _optimizer(model, ctx.params)
     # A constant schedule: the checkpoint format keeps one.
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     params_m = sum(p.numel() for p in model.parameters()) / 1e6

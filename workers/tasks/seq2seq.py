@@ -29,14 +29,13 @@ from storage.tasks.text import ScratchModel
 from workers.context import TrialContext
 from workers.data import encode_texts
 from workers.data.pairs import PairData, load_pair_data
+from workers.tasks.transformer_setup import build_task_model, start_task
 from workers.training import (
     Batch,
     TextModel,
     TrainingJob,
     TrainSettings,
-    build_text_model,
     pad_sequences,
-    seed_everything,
     sorted_batches,
     train,
 )
@@ -58,22 +57,15 @@ def run(ctx: TrialContext) -> dict[str, float]:
         OutOfMemory: the device ran out of memory.
         optuna.TrialPruned: the pruner stopped the trial.
     """
-    config = Seq2SeqConfig.model_validate(ctx.config)
-    settings = TrainSettings.from_context(ctx)
-    seed_everything(ctx.seed)
+    config, settings = start_task(ctx, Seq2SeqConfig)
     data = load_pair_data(config.dataset, ctx.dataset_roots)
-    ctx.set_info(
-        dataset_fingerprint=data.fingerprint,
-        n_train=len(data.train_sources),
-        n_validation=len(data.validation_sources),
-    )
-    built = build_text_model(
-        config.model,
-        model_class=AutoModelForSeq2SeqLM,
-        ctx=ctx,
+    built = build_task_model(
+        ctx,
+        config,
+        AutoModelForSeq2SeqLM,
         corpus=data.tokenizer_corpus,
         fingerprint=data.fingerprint,
-        max_seq_len=config.max_seq_len,
+        sizes=(len(data.train_sources), len(data.validation_sources)),
         scratch_config=functools.partial(
             scratch_bart_config, max_positions=config.max_target_len + 2
         ),

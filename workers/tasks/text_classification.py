@@ -17,14 +17,13 @@ from transformers import AutoModelForSequenceClassification
 from storage.tasks.text import TextClassificationConfig
 from workers.context import TrialContext
 from workers.data import TextData, encode_texts, load_text_data
+from workers.tasks.transformer_setup import build_task_model, start_task
 from workers.training import (
     Batch,
     TextModel,
     TrainingJob,
     TrainSettings,
-    build_text_model,
     pad_sequences,
-    seed_everything,
     sorted_batches,
     train,
 )
@@ -42,24 +41,17 @@ def run(ctx: TrialContext) -> dict[str, float]:
         OutOfMemory: the device ran out of memory.
         optuna.TrialPruned: the pruner stopped the trial.
     """
-    config = TextClassificationConfig.model_validate(ctx.config)
-    settings = TrainSettings.from_context(ctx)
-    seed_everything(ctx.seed)
+    config, settings = start_task(ctx, TextClassificationConfig)
     data = load_text_data(config.dataset, ctx.dataset_roots, with_labels=True)
-    ctx.set_info(
-        dataset_fingerprint=data.fingerprint,
-        n_train=len(data.train_texts),
-        n_validation=len(data.validation_texts),
-        num_labels=data.num_labels,
-    )
     names = data.label_names or []
-    built = build_text_model(
-        config.model,
-        model_class=AutoModelForSequenceClassification,
-        ctx=ctx,
+    built = build_task_model(
+        ctx,
+        config,
+        AutoModelForSequenceClassification,
         corpus=data.train_texts,
         fingerprint=data.fingerprint,
-        max_seq_len=config.max_seq_len,
+        sizes=(len(data.train_texts), len(data.validation_texts)),
+        info={"num_labels": data.num_labels},
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={name: i for i, name in enumerate(names)},

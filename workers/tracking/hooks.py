@@ -12,12 +12,23 @@ import optuna
 from optuna.trial import TrialState
 
 from storage.budget import Claim, Outcome
+from storage.optuna_store import ATTR_RETRY_OF
 from storage.spec import StudySpec
 from storage.tracking_rows import find_study
 from workers.context import TrialContext
 from workers.outcome import TrialResult, lost
-from workers.slot_env import SlotEnv
-from workers.tracking.ops import TRIAL_RUN_STATUS, Op, now_ms
+from workers.slot_env import FinishedTrial, SlotEnv
+from workers.tracking.ops import Op
+from workers.tracking.run_tags import (
+    TAG_ERROR,
+    TAG_FAIL_REASON,
+    TAG_RETRY_OF,
+    TAG_SEED,
+    TAG_STATE,
+    TAG_TRIAL_NUMBER,
+    TRIAL_RUN_STATUS,
+    now_ms,
+)
 from workers.tracking.tracker import MlflowTracker
 
 logger = logging.getLogger(__name__)
@@ -53,15 +64,15 @@ class TrialTracking:
     def on_start(self, ctx: TrialContext, spec: StudySpec, claim: Claim) -> None:
         attrs = ctx.trial.user_attrs
         tags = {
-            "hpo.trial_number": ctx.number,
-            "hpo.seed": ctx.seed,
+            TAG_TRIAL_NUMBER: ctx.number,
+            TAG_SEED: ctx.seed,
             "hpo.worker": self.env.worker_id,
             "hpo.device": self.env.device_label,
             "hpo.task": spec.task.name,
             **self.versions,
         }
-        if attrs.get("hpo.retry_of") is not None:
-            tags["hpo.retry_of"] = attrs["hpo.retry_of"]
+        if attrs.get(ATTR_RETRY_OF) is not None:
+            tags[TAG_RETRY_OF] = attrs[ATTR_RETRY_OF]
         key = self.tracker.start_trial(
             spec.name,
             ctx.number,
@@ -80,14 +91,14 @@ class TrialTracking:
 
         ctx.report_hooks.append(log_curve)
 
-    def on_end(
-        self,
-        claim: Claim,
-        spec: StudySpec,
-        trial: optuna.Trial,
-        ctx: TrialContext,
-        result: TrialResult,
-    ) -> None:
+    def on_end(self, finished: FinishedTrial) -> None:
+        claim, spec, trial, ctx, result = (
+            finished.claim,
+            finished.spec,
+            finished.trial,
+            finished.ctx,
+            finished.result,
+        )
         key = self.keys.pop(trial.number, None)
         reported = self.reported.pop(trial.number, set())
         if key is None:
@@ -130,9 +141,9 @@ class TrialTracking:
     ) -> dict[str, Any]:
         """Tags, metrics not already on the curve, the resolved config, the run status."""
         tags = {
-            "hpo.state": outcome.state.name,
-            "hpo.fail_reason": outcome.fail_reason,
-            "hpo.error": outcome.error,
+            TAG_STATE: outcome.state.name,
+            TAG_FAIL_REASON: outcome.fail_reason,
+            TAG_ERROR: outcome.error,
             **{f"hpo.{k}": v for k, v in ctx.info.items()},
         }
         config = {

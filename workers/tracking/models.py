@@ -10,7 +10,8 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from storage.tracking_rows import TrackedStudy
-from workers.tracking.owners import STUDY_ID_TAG, claim_registered_model
+from workers.tracking.owners import claim_registered_model
+from workers.tracking.run_tags import TAG_OBJECTIVE, TAG_STUDY_ID, TAG_TRIAL
 
 logger = logging.getLogger(__name__)
 BEST_ALIAS = "best"
@@ -31,10 +32,10 @@ def current_best(client: MlflowClient, name: str, study_id: int) -> tuple[float,
         version = client.get_model_version_by_alias(name, BEST_ALIAS)
     except Exception:
         return None
-    owner = version.tags.get(STUDY_ID_TAG)
+    owner = version.tags.get(TAG_STUDY_ID)
     if owner is not None and owner != str(study_id):
         return None
-    value, trial = version.tags.get("hpo.objective"), version.tags.get("hpo.trial")
+    value, trial = version.tags.get(TAG_OBJECTIVE), version.tags.get(TAG_TRIAL)
     if value is None or trial is None:
         return None
     return float(value), int(trial)
@@ -72,9 +73,9 @@ def log_best_model(
         with mlflow.start_run(run_id=run_id):
             info = _log_by_flavor(Path(data["model_dir"]), str(data["task"]), name)
         version = str(info.registered_model_version)
-    client.set_model_version_tag(name, version, "hpo.objective", str(value))
-    client.set_model_version_tag(name, version, "hpo.trial", str(data["number"]))
-    client.set_model_version_tag(name, version, STUDY_ID_TAG, str(study.id))
+    client.set_model_version_tag(name, version, TAG_OBJECTIVE, str(value))
+    client.set_model_version_tag(name, version, TAG_TRIAL, str(data["number"]))
+    client.set_model_version_tag(name, version, TAG_STUDY_ID, str(study.id))
     client.set_registered_model_alias(name, BEST_ALIAS, version)
     logger.info(
         "registered trial %s of %s as model version %s (alias %s)",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,9 +12,10 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
 
 from storage.db import Database
+from storage.optuna_store import open_optuna_storage
+from storage.pools import SUMMARY_OPTUNA
 from storage.settings import Settings
 from storage.tracking_rows import (
     TrackedStudy,
@@ -24,17 +24,23 @@ from storage.tracking_rows import (
     record_lease_run,
     record_study_runs,
 )
-from workers.tracking.owners import STUDY_ID_TAG, claim_experiment, claim_registered_model
+from workers.tracking.models import log_best_model
+from workers.tracking.owners import claim_experiment, claim_registered_model
+from workers.tracking.run_tags import (
+    TAG_ERROR,
+    TAG_FAIL_REASON,
+    TAG_KEY,
+    TAG_KIND,
+    TAG_LEASE_ID,
+    TAG_STUDY,
+    TAG_STUDY_ID,
+    clip,
+)
+from workers.tracking.summary import StudyRuns, summarize_study
+from workers.tracking.sweep import run_end_of, sweep_study
 
 logger = logging.getLogger(__name__)
 MAX_BATCH = 1000
-MAX_TAG_CHARS = 5000
-# How a trial's Optuna state shows as the status of its MLflow run.
-TRIAL_RUN_STATUS = {
-    TrialState.COMPLETE.name: "FINISHED",
-    TrialState.PRUNED.name: "KILLED",
-    TrialState.FAIL.name: "FAILED",
-}
 
 
 @dataclass
@@ -61,14 +67,6 @@ class Op:
             raw.get("data", {}),
             raw.get("study_id"),
         )
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def clip(value: object) -> str:
-    return str(value)[:MAX_TAG_CHARS]
 
 
 class Executor:
@@ -138,7 +136,7 @@ class Executor:
         """The study's parent run: one an earlier attempt created, else a new one."""
         found = self.client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`hpo.kind` = 'study' and tags.`{STUDY_ID_TAG}` = '{study.id}'",
+            filter_string=f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY_ID}` = '{study.id}'",
             max_results=1,
         )
         if found:
@@ -146,7 +144,7 @@ class Executor:
         run = self.client.create_run(
             experiment_id,
             run_name=study.name,
-            tags={"hpo.study": study.name, "hpo.kind": "study", STUDY_ID_TAG: str(study.id)},
+            tags={TAG_STUDY: study.name, TAG_KIND: "study", TAG_STUDY_ID: str(study.id)},
         )
         self._log_spec(run.info.run_id, study.spec)
         return str(run.info.run_id)
@@ -177,16 +175,16 @@ class Executor:
         lease_id = data.get("lease_id")
         tags = {
             "mlflow.parentRunId": parent_id,
-            "hpo.study": op.study_name,
-            STUDY_ID_TAG: str(study_id),
-            "hpo.kind": "trial",
-            "hpo.key": op.key,
+            TAG_STUDY: op.study_name,
+            TAG_STUDY_ID: str(study_id),
+            TAG_KIND: "trial",
+            TAG_KEY: op.key,
             **{k: clip(v) for k, v in data["tags"].items()},
         }
         if lease_id is not None:
             # On the run from its creation: the sweep finds the run of a worker
             # that died before the run id reached the lease row.
-            tags["hpo.lease_id"] = str(lease_id)
+            tags[TAG_LEASE_ID] = str(lease_id)
         run_id = self._existing_run(experiment_id, op.key)
         if run_id is None:
             run = self.client.create_run(
@@ -207,7 +205,7 @@ class Executor:
     def _existing_run(self, experiment_id: str, key: str) -> str | None:
         """The run a retried create already made (its answer may have been lost)."""
         found = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`hpo.key` = '{key}'", max_results=1
+            [experiment_id], filter_string=f"tags.`{TAG_KEY}` = '{key}'", max_results=1
         )
         return found[0].info.run_id if found else None
 
@@ -232,35 +230,47 @@ class Executor:
 
     def _as_lease_ended(self, data: dict[str, Any]) -> dict[str, Any]:
         """A lost trial's run ends as its lease did (the reaper may have counted its result)."""
-        from workers.tracking.sweep import run_end_of
-
         with self.db.session_scope(read_only=True) as session:
             end = lease_end(session, int(data["lease_id"]))
         if end is None or end.active:
             return data  # FAILED, lost: what the worker knows
         status, tags = run_end_of(end)
         # The lease's reason and error replace the worker's guess (None: no tag).
-        merged = {**data["tags"], "hpo.fail_reason": None, "hpo.error": None, **tags}
+        merged = {**data["tags"], TAG_FAIL_REASON: None, TAG_ERROR: None, **tags}
         return {**data, "status": status, "tags": merged}
 
     def _op_model(self, op: Op) -> None:
-        from workers.tracking.models import log_best_model
-
         study = self.study(op)
         experiment_id, _ = self.parent_of(study)
         log_best_model(self.client, self.run_ids[op.key], study, experiment_id, op.data)
 
     def _op_summary(self, op: Op) -> None:
-        from workers.tracking.summary import summarize_study
-
-        summarize_study(self, op)
+        try:
+            study = self.study(op)
+        except LookupError:
+            logger.info("study %s was deleted before its MLflow summary", op.study_name)
+            return
+        if not study.ended or study.n_active > 0 or study.summarized_at is not None:
+            return
+        experiment_id, parent = self.parent_of(study)
+        runs = StudyRuns(study, experiment_id, parent)
+        optuna_storage = open_optuna_storage(self.settings.optuna_storage, pool=SUMMARY_OPTUNA)
+        try:
+            summarize_study(
+                self.client,
+                self.db,
+                optuna_storage,
+                runs,
+                owner=self.owner,
+                trials_dir=self.settings.trials_dir,
+            )
+        finally:
+            optuna_storage.engine.dispose()
 
     def _op_sweep(self, op: Op) -> None:
-        from workers.tracking.sweep import sweep_study
-
         study = self.study(op)
         if study.experiment_id is not None:
-            sweep_study(self, study.id, study.experiment_id)
+            sweep_study(self.client, self.db, study.id, study.experiment_id)
 
 
 def model_dir_exists(op: Op) -> bool:

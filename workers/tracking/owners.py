@@ -21,9 +21,9 @@ from mlflow.tracking import MlflowClient
 
 from storage.states import FailReason
 from storage.tracking_rows import TrackedStudy
+from workers.tracking.run_tags import TAG_FAIL_REASON, TAG_STUDY, TAG_STUDY_ID
 
 logger = logging.getLogger(__name__)
-STUDY_ID_TAG = "hpo.study_id"
 RENAMED_FROM_TAG = "hpo.renamed_from"
 # What MLflow answers when another process renamed or created the same thing first.
 _RACE_CODES = {"RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST"}
@@ -60,7 +60,7 @@ def claim_experiment(client: MlflowClient, study: TrackedStudy, artifacts: Path 
                 if not lost_race(exc):
                     raise
                 continue  # another worker of the study created it first
-        if found.tags.get(STUDY_ID_TAG) == str(study.id):
+        if found.tags.get(TAG_STUDY_ID) == str(study.id):
             if found.lifecycle_stage == "deleted":
                 client.restore_experiment(found.experiment_id)
             return str(found.experiment_id)
@@ -82,14 +82,14 @@ def _create_experiment(client: MlflowClient, study: TrackedStudy, artifacts: Pat
     tags = {
         # Shown as a model-training experiment (MLflow 3 would open the GenAI view).
         "mlflow.experimentKind": "custom_model_development",
-        STUDY_ID_TAG: str(study.id),
-        "hpo.study": study.name,
+        TAG_STUDY_ID: str(study.id),
+        TAG_STUDY: study.name,
     }
     return str(client.create_experiment(study.name, artifact_location=location, tags=tags))
 
 
 def _retire_experiment(client: MlflowClient, found: Experiment) -> None:
-    owner = found.tags.get(STUDY_ID_TAG)
+    owner = found.tags.get(TAG_STUDY_ID)
     deleted = found.lifecycle_stage == "deleted"
     if deleted:
         client.restore_experiment(found.experiment_id)  # MLflow renames active ones only
@@ -107,7 +107,7 @@ def _retire_experiment(client: MlflowClient, found: Experiment) -> None:
 def _end_running_runs(client: MlflowClient, experiment_id: str) -> None:
     """Runs of a deleted study cannot finish any more."""
     for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
-        client.set_tag(run.info.run_id, "hpo.fail_reason", FailReason.STUDY_DELETED)
+        client.set_tag(run.info.run_id, TAG_FAIL_REASON, FailReason.STUDY_DELETED)
         client.set_terminated(run.info.run_id, "KILLED")
 
 
@@ -130,17 +130,17 @@ def claim_registered_model(
             if not create:
                 return
             try:
-                client.create_registered_model(study.name, tags={STUDY_ID_TAG: str(study.id)})
+                client.create_registered_model(study.name, tags={TAG_STUDY_ID: str(study.id)})
                 return
             except MlflowException as again:
                 if not lost_race(again):
                     raise
                 continue
-        owner = model.tags.get(STUDY_ID_TAG)
+        owner = model.tags.get(TAG_STUDY_ID)
         if owner == str(study.id):
             return
         if owner is None and _registered_from(client, study.name, experiment_id):
-            client.set_registered_model_tag(study.name, STUDY_ID_TAG, str(study.id))
+            client.set_registered_model_tag(study.name, TAG_STUDY_ID, str(study.id))
             return
         try:
             _retire_model(client, model)
@@ -161,7 +161,7 @@ def _registered_from(client: MlflowClient, name: str, experiment_id: str) -> boo
 
 
 def _retire_model(client: MlflowClient, model: RegisteredModel) -> None:
-    owner = model.tags.get(STUDY_ID_TAG)
+    owner = model.tags.get(TAG_STUDY_ID)
 
     def taken(name: str) -> bool:
         try:

@@ -4,58 +4,76 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import optuna
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from optuna.storages import RDBStorage
 
+from storage.db import Database
 from storage.optuna_store import folder_root
 from storage.paths import trial_folder
 from storage.tracking_rows import TrackedStudy, claim_summary, mark_summarized
-from workers.tracking.ops import clip, now_ms
+from workers.tracking.models import current_best, log_best_model
+from workers.tracking.run_tags import (
+    STUDY_RUN_STATUS,
+    TAG_KIND,
+    TAG_TRIAL_NUMBER,
+    clip,
+    now_ms,
+)
 from workers.tracking.sweep import sweep_study
 
-if TYPE_CHECKING:
-    from workers.tracking.ops import Executor, Op
-
 logger = logging.getLogger(__name__)
-RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 
 
-def summarize_study(executor: Executor, op: Op) -> None:
-    """Write the summary of an ended study once no trial of it runs.
+@dataclass(frozen=True)
+class StudyRuns:
+    """An ended study and where it lives in MLflow: its experiment and parent run."""
 
-    The study's row lock is taken only to claim the summary and to mark it
-    written, never across MLflow calls or plotting. Writing it twice is
-    harmless (tags, params and plots are the same; the best model is not
-    registered again), and a claim whose process died expires.
+    study: TrackedStudy
+    experiment_id: str
+    parent_run_id: str
+
+
+def summarize_study(
+    client: MlflowClient,
+    db: Database,
+    optuna_storage: RDBStorage,
+    runs: StudyRuns,
+    *,
+    owner: str,
+    trials_dir: Path,
+) -> None:
+    """Write the summary of an ended study whose trials have all ended.
+
+    The caller checks that the study ended with no trial running. ``owner``
+    names this process in the summary claim; ``trials_dir`` is where the
+    best trial's model folder is looked for. The study's row lock is taken
+    only to claim the summary and to mark it written, never across MLflow
+    calls or plotting. Writing it twice is harmless (tags, params and plots
+    are the same; the best model is not registered again), and a claim whose
+    process died expires. A summary another process claimed is left to it.
     """
-    try:
-        study = executor.study(op)
-    except LookupError:
-        logger.info("study %s was deleted before its MLflow summary", op.study_name)
-        return
-    if not study.ended or study.n_active > 0 or study.summarized_at is not None:
-        return
-    experiment_id, parent = executor.parent_of(study)
-    with executor.db.session_scope() as session:
-        claimed = claim_summary(session, study.id, executor.owner)
+    with db.session_scope() as session:
+        claimed = claim_summary(session, runs.study.id, owner)
     if claimed is None:
         return
-    sweep_study(executor, claimed.id, experiment_id)
-    optuna_study = optuna.load_study(
-        study_name=claimed.name, storage=executor.settings.optuna_storage
-    )
-    _log_outcome(executor, parent, claimed, optuna_study)
-    _log_plots(executor, parent, optuna_study)
-    _ensure_best_model(executor, claimed, experiment_id, optuna_study)
-    executor.client.set_terminated(parent, RUN_STATUS[claimed.status])
-    with executor.db.session_scope() as session:
+    sweep_study(client, db, claimed.id, runs.experiment_id)
+    optuna_study = optuna.load_study(study_name=claimed.name, storage=optuna_storage)
+    _log_outcome(client, runs.parent_run_id, claimed, optuna_study)
+    _log_plots(client, runs.parent_run_id, optuna_study)
+    _ensure_best_model(client, claimed, runs.experiment_id, optuna_study, trials_dir)
+    client.set_terminated(runs.parent_run_id, STUDY_RUN_STATUS[claimed.status])
+    with db.session_scope() as session:
         mark_summarized(session, claimed.id)
     logger.info("summarized study %s in MLflow", claimed.name)
 
 
-def _log_outcome(executor: Executor, parent: str, row: TrackedStudy, study: optuna.Study) -> None:
+def _log_outcome(client: MlflowClient, parent: str, row: TrackedStudy, study: optuna.Study) -> None:
     states: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
@@ -78,7 +96,7 @@ def _log_outcome(executor: Executor, parent: str, row: TrackedStudy, study: optu
         ]
     elif best:
         tags.append(RunTag("hpo.pareto_front", ",".join(str(t.number) for t in best)))
-    executor.client.log_batch(parent, metrics=metrics, params=params, tags=tags)
+    client.log_batch(parent, metrics=metrics, params=params, tags=tags)
 
 
 def _best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -88,7 +106,7 @@ def _best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
-def _log_plots(executor: Executor, parent: str, study: optuna.Study) -> None:
+def _log_plots(client: MlflowClient, parent: str, study: optuna.Study) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,30 +125,32 @@ def _log_plots(executor: Executor, parent: str, study: optuna.Study) -> None:
                 target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
                 axes = make(study, target=target) if name != "intermediate_values" else make(study)
             figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-            executor.client.log_figure(parent, figure, f"plots/{name}.png")
+            client.log_figure(parent, figure, f"plots/{name}.png")
             plt.close(figure)
         except Exception as exc:  # a plot that cannot be drawn (too few trials) is skipped
             logger.info("plot %s skipped for %s: %s", name, study.study_name, exc)
 
 
 def _ensure_best_model(
-    executor: Executor, row: TrackedStudy, experiment_id: str, study: optuna.Study
+    client: MlflowClient,
+    row: TrackedStudy,
+    experiment_id: str,
+    study: optuna.Study,
+    trials_dir: Path,
 ) -> None:
     """Point the alias ``best`` at the study's best trial if an earlier attempt failed.
 
     Needs that trial's model folder on this machine (the best ones are kept).
     """
-    from workers.tracking.models import current_best, log_best_model
-
     best = _best_trials(study)
     if len(best) != 1 or not best[0].values:
         return
     trial = best[0]
-    registered = current_best(executor.client, row.name, row.id)
+    registered = current_best(client, row.name, row.id)
     if registered is not None and registered[1] == trial.number:
         return
-    model_dir = trial_folder(executor.settings.trials_dir, row.name, folder_root(trial)) / "model"
-    run_id = _trial_run_id(executor, experiment_id, trial.number)
+    model_dir = trial_folder(trials_dir, row.name, folder_root(trial)) / "model"
+    run_id = _trial_run_id(client, experiment_id, trial.number)
     if not model_dir.is_dir() or run_id is None:
         return
     data = {
@@ -140,13 +160,13 @@ def _ensure_best_model(
         "direction": study.direction.name.lower(),
         "number": trial.number,
     }
-    log_best_model(executor.client, run_id, row, experiment_id, data)
+    log_best_model(client, run_id, row, experiment_id, data)
 
 
-def _trial_run_id(executor: Executor, experiment_id: str, number: int) -> str | None:
-    found = executor.client.search_runs(
+def _trial_run_id(client: MlflowClient, experiment_id: str, number: int) -> str | None:
+    found = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`hpo.trial_number` = '{number}' and tags.`hpo.kind` = 'trial'",
+        filter_string=f"tags.`{TAG_TRIAL_NUMBER}` = '{number}' and tags.`{TAG_KIND}` = 'trial'",
         max_results=1,
     )
     return found[0].info.run_id if found else None

@@ -10,47 +10,51 @@ too), and ends those whose lease has ended the way the lease did.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from mlflow.entities import Run, RunTag
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from storage.db import Database
 from storage.tracking_rows import LeaseEnd, lease_ends, record_lease_run
-from workers.tracking.ops import TRIAL_RUN_STATUS, clip, now_ms
-
-if TYPE_CHECKING:
-    from workers.tracking.ops import Executor
+from workers.tracking.run_tags import (
+    TAG_ERROR,
+    TAG_FAIL_REASON,
+    TAG_KIND,
+    TAG_LEASE_ID,
+    TAG_STATE,
+    TRIAL_RUN_STATUS,
+    clip,
+    now_ms,
+)
 
 logger = logging.getLogger(__name__)
-LEASE_ID_TAG = "hpo.lease_id"
-RUNNING_TRIALS = "attributes.status = 'RUNNING' and tags.`hpo.kind` = 'trial'"
+RUNNING_TRIALS = f"attributes.status = 'RUNNING' and tags.`{TAG_KIND}` = 'trial'"
 MAX_RUNS = 1000
 
 
 def run_end_of(end: LeaseEnd) -> tuple[str, dict[str, str]]:
     """The run status and ``hpo.*`` tags that match how the lease ended."""
     state = end.outcome if end.outcome in TRIAL_RUN_STATUS else TrialState.FAIL.name
-    tags = {"hpo.state": state}
+    tags = {TAG_STATE: state}
     if end.fail_reason:
-        tags["hpo.fail_reason"] = end.fail_reason
+        tags[TAG_FAIL_REASON] = end.fail_reason
     if end.error:
-        tags["hpo.error"] = clip(end.error)
+        tags[TAG_ERROR] = clip(end.error)
     return TRIAL_RUN_STATUS[state], tags
 
 
-def sweep_study(executor: Executor, study_id: int, experiment_id: str) -> int:
+def sweep_study(client: MlflowClient, db: Database, study_id: int, experiment_id: str) -> int:
     """End the study's RUNNING trial runs whose lease is no longer active; how many were ended.
 
     Runs of active leases are left alone: their worker is still at work.
     """
-    runs = executor.client.search_runs(
-        [experiment_id], filter_string=RUNNING_TRIALS, max_results=MAX_RUNS
-    )
+    runs = client.search_runs([experiment_id], filter_string=RUNNING_TRIALS, max_results=MAX_RUNS)
     if not runs:
         return 0
     lease_ids = {n for run in runs if (n := _lease_id(run)) is not None}
     run_ids = {run.info.run_id for run in runs}
-    with executor.db.session_scope(read_only=True) as session:
+    with db.session_scope(read_only=True) as session:
         ends = lease_ends(session, study_id, lease_ids, run_ids)
     by_lease = {end.id: end for end in ends}
     by_run = {end.mlflow_run_id: end for end in ends if end.mlflow_run_id}
@@ -61,9 +65,9 @@ def sweep_study(executor: Executor, study_id: int, experiment_id: str) -> int:
         end = by_lease.get(lease_id) if lease_id is not None else by_run.get(run_id)
         if end is None or end.active:
             continue
-        end_run(executor, run_id, end)
+        end_run(client, run_id, end)
         if end.mlflow_run_id is None:
-            with executor.db.session_scope() as session:
+            with db.session_scope() as session:
                 record_lease_run(session, end.id, run_id)
         ended += 1
     if ended:
@@ -71,16 +75,16 @@ def sweep_study(executor: Executor, study_id: int, experiment_id: str) -> int:
     return ended
 
 
-def end_run(executor: Executor, run_id: str, end: LeaseEnd) -> None:
+def end_run(client: MlflowClient, run_id: str, end: LeaseEnd) -> None:
     status, tags = run_end_of(end)
     tags["hpo.ended_by"] = "sweep"
-    executor.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     end_ms = int(end.finished_at.timestamp() * 1000) if end.finished_at else now_ms()
-    executor.client.set_terminated(run_id, status, end_time=end_ms)
+    client.set_terminated(run_id, status, end_time=end_ms)
 
 
 def _lease_id(run: Run) -> int | None:
-    raw = run.data.tags.get(LEASE_ID_TAG)
+    raw = run.data.tags.get(TAG_LEASE_ID)
     try:
         return int(raw) if raw is not None else None
     except ValueError:

@@ -15,13 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from storage.budget import Claim
 from storage.spec import StudySpec
 from workers.context import TrialContext
-from workers.outcome import TrialResult
-from workers.slot_env import SlotEnv
+from workers.slot_env import FinishedTrial, SlotEnv
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +73,8 @@ class TensorBoardCurves:
 
         ctx.report_hooks.append(write)
 
-    def on_end(
-        self,
-        claim: Claim,
-        spec: StudySpec,
-        trial: optuna.Trial,
-        ctx: TrialContext,
-        result: TrialResult,
-    ) -> None:
+    def on_end(self, finished: FinishedTrial) -> None:
+        trial, result = finished.trial, finished.result
         writer = self.writers.pop(trial.number, None)
         if writer is None:
             return

@@ -21,7 +21,9 @@ from typing import Any
 
 from storage.db import Database
 from storage.settings import Settings
-from workers.tracking.ops import Executor, Op, now_ms
+from workers.retry import is_transient_remote
+from workers.tracking.ops import Executor, Op
+from workers.tracking.run_tags import now_ms
 
 logger = logging.getLogger(__name__)
 # MLflow's HTTP client retries for minutes by default; this thread retries itself.
@@ -29,30 +31,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 MAX_BACKOFF_S = 30.0
 FLUSH_RETRY_S = 1.0
-TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR"}
-_TRANSIENT_HINTS = (
-    "connection",
-    "max retries",
-    "timed out",
-    "timeout",
-    "database is locked",
-    "temporarily",
-    "status code 50",
-    "unavailable",
-)
-
-
-def is_transient(exc: Exception) -> bool:
-    """A failure to reach MLflow (worth retrying), as opposed to a refused request."""
-    if isinstance(exc, OSError | TimeoutError):
-        return True
-    module = type(exc).__module__
-    if module.startswith(("requests", "urllib3", "sqlalchemy", "http.client")):
-        return True
-    if getattr(exc, "error_code", None) in TRANSIENT_CODES:
-        return True
-    text = str(exc).lower()
-    return any(hint in text for hint in _TRANSIENT_HINTS)
 
 
 class MlflowTracker:
@@ -194,7 +172,7 @@ class MlflowTracker:
             try:
                 self.executor.run(op)
             except Exception as exc:
-                if not is_transient(exc):
+                if not is_transient_remote(exc):
                     logger.error(
                         "MLflow refused a %s operation for %s (not retried): %s",
                         op.kind,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from workers.errors import TaskError
 from workers.training.settings import TrainSettings
 
 
@@ -28,7 +30,7 @@ def decayed_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Pa
 
 
 def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """AdamW (fused kernels on CUDA) or SGD with momentum.
+    """The optimizer of ``settings`` for ``model``, weights decayed but not biases and norms.
 
     AdamW decays weights decoupled from the gradient. SGD applies
     ``weight_decay`` through the gradient (torch's L2 form), which for plain
@@ -39,15 +41,37 @@ def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Op
         {"params": decayed, "weight_decay": settings.weight_decay},
         {"params": plain, "weight_decay": 0.0},
     ]
-    if settings.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=settings.learning_rate, momentum=settings.momentum)
-    return torch.optim.AdamW(
+    return make_optimizer(
+        settings.optimizer,
         groups,
-        lr=settings.learning_rate,
-        betas=(0.9, 0.999),
-        eps=1e-8,
+        learning_rate=settings.learning_rate,
+        momentum=settings.momentum,
         fused=settings.device.startswith("cuda"),
     )
+
+
+def make_optimizer(
+    name: str,
+    groups: list[dict[str, Any]],
+    *,
+    learning_rate: float,
+    momentum: float,
+    fused: bool = False,
+) -> torch.optim.Optimizer:
+    """``adamw``, ``adam`` or ``sgd`` (with ``momentum``) over parameter groups.
+
+    Each group carries its own ``weight_decay``. ``fused`` picks the fused
+    CUDA kernels of the Adam family.
+
+    Raises:
+        TaskError: an unknown optimizer name.
+    """
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum)
+    if name in ("adamw", "adam"):
+        family = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return family(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=fused)
+    raise TaskError(f"unknown optimizer {name!r}")
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str) -> float:

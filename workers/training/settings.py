@@ -7,11 +7,19 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from storage.tasks.text import TransformerConfig, shared_hyperparameters
 from workers.context import TrialContext
 from workers.errors import TaskError
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("linear", "cosine", "constant")
+# The task declarations are the one source of defaults and choices: a knob a
+# spec leaves out trains as ``GET /tasks`` says it does.
+_KNOBS = shared_hyperparameters()
+_DEFAULTS: dict[str, Any] = {name: knob.default for name, knob in _KNOBS.items()}
+_CONFIG_DEFAULTS: dict[str, Any] = {
+    name: field.default for name, field in TransformerConfig.model_fields.items()
+}
+OPTIMIZERS = tuple(str(choice) for choice in _KNOBS["optimizer"].choices or ())
+SCHEDULES = tuple(str(choice) for choice in _KNOBS["lr_schedule"].choices or ())
 REPORT_STEPS = ("steps", "examples")
 
 
@@ -34,18 +42,18 @@ class TrainSettings:
     max_epochs: int
     seed: int
     device: str = "cpu"
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    l1_penalty: float = 0.0
-    warmup_ratio: float = 0.0
-    lr_schedule: str = "linear"
-    max_grad_norm: float = 1.0
-    grad_accum_steps: int = 1
-    max_steps: int | None = None
-    eval_every_steps: int | None = None
-    compile: bool = False
-    report_step: str = "steps"
+    optimizer: str = _DEFAULTS["optimizer"]
+    momentum: float = _DEFAULTS["momentum"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    l1_penalty: float = _DEFAULTS["l1_penalty"]
+    warmup_ratio: float = _DEFAULTS["warmup_ratio"]
+    lr_schedule: str = _DEFAULTS["lr_schedule"]
+    max_grad_norm: float = _DEFAULTS["max_grad_norm"]
+    grad_accum_steps: int = _DEFAULTS["grad_accum_steps"]
+    max_steps: int | None = _CONFIG_DEFAULTS["max_steps"]
+    eval_every_steps: int | None = _CONFIG_DEFAULTS["eval_every_steps"]
+    compile: bool = _CONFIG_DEFAULTS["compile"]
+    report_step: str = _CONFIG_DEFAULTS["report_step"]
 
     def __post_init__(self) -> None:
         problems = []
@@ -72,26 +80,30 @@ class TrainSettings:
 
     @classmethod
     def from_context(cls, ctx: TrialContext) -> TrainSettings:
-        """Settings from the trial's hyperparameters and task config."""
-        params, config = ctx.params, ctx.config
+        """Settings from the trial's hyperparameters and task config.
+
+        A value missing from both takes the task declaration's default.
+        """
+        params = {**_DEFAULTS, **ctx.params}
+        config = {**_CONFIG_DEFAULTS, **ctx.config}
         return cls(
             learning_rate=float(params["learning_rate"]),
             batch_size=int(params["batch_size"]),
-            max_epochs=int(config.get("max_epochs", 1)),
+            max_epochs=int(config["max_epochs"]),
             seed=ctx.seed,
             device=ctx.device,
-            optimizer=str(params.get("optimizer", "adamw")),
-            momentum=float(params.get("momentum", 0.9)),
-            weight_decay=float(params.get("weight_decay", 0.0)),
-            l1_penalty=float(params.get("l1_penalty", 0.0)),
-            warmup_ratio=float(params.get("warmup_ratio", 0.0)),
-            lr_schedule=str(params.get("lr_schedule", "linear")),
-            max_grad_norm=float(params.get("max_grad_norm", 1.0)),
-            grad_accum_steps=int(params.get("grad_accum_steps", 1)),
-            max_steps=_optional_int(config.get("max_steps")),
-            eval_every_steps=_optional_int(config.get("eval_every_steps")),
-            compile=bool(config.get("compile", False)),
-            report_step=str(config.get("report_step", "steps")),
+            optimizer=str(params["optimizer"]),
+            momentum=float(params["momentum"]),
+            weight_decay=float(params["weight_decay"]),
+            l1_penalty=float(params["l1_penalty"]),
+            warmup_ratio=float(params["warmup_ratio"]),
+            lr_schedule=str(params["lr_schedule"]),
+            max_grad_norm=float(params["max_grad_norm"]),
+            grad_accum_steps=int(params["grad_accum_steps"]),
+            max_steps=_optional_int(config["max_steps"]),
+            eval_every_steps=_optional_int(config["eval_every_steps"]),
+            compile=bool(config["compile"]),
+            report_step=str(config["report_step"]),
         )
 
     def reported_step(self, optimizer_step: int) -> int:
