@@ -390,7 +390,9 @@ def test_the_default_space_depends_on_the_model_source(client: TestClient) -> No
     # A checkpoint fixes the architecture and fine-tunes with small learning rates.
     assert "num_layers" in spaces["scratch"] and "num_layers" not in spaces["pretrained"]
     assert spaces["pretrained"]["learning_rate"]["high"] <= 1e-4
-    assert spaces["scratch"]["learning_rate"]["low"] >= 1e-4
+    assert spaces["scratch"]["learning_rate"]["low"] >= 3e-4
+    # Small sets give large batches too few optimizer steps to leave chance.
+    assert max(spaces["scratch"]["batch_size"]["choices"]) <= 32
     tasks = {t["name"]: t for t in client.get("/api/v1/tasks").json()["items"]}
     listed = tasks["text-classification"]["default_search_spaces"]
     assert listed["pretrained"]["learning_rate"]["high"] == 1e-4
