@@ -23,7 +23,8 @@ from storage.spec import StudySpec
 def throwaway_databases(server_url: str, count: int) -> Iterator[list[str]]:
     """``count`` new empty databases on ``server_url``, dropped afterwards."""
     server = normalize_database_url(server_url)
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    # pre_ping: a Postgres restarted while the benchmark ran must not keep its databases.
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     names = [f"hpo_bench_{uuid.uuid4().hex[:8]}_{i}" for i in range(count)]
     with admin.connect() as conn:
         for name in names:
