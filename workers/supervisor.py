@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from storage.db import Database
+from storage.db import Database, bound_idle_transactions
 from storage.optuna_store import open_optuna_storage
 from storage.pools import SUPERVISOR_OPTUNA, SUPERVISOR_SERVICE
 from storage.reaper import Reaper
@@ -224,14 +224,16 @@ class Supervisor:
         return 0
 
     def _reaper(self) -> Reaper:
+        database = Database(
+            self.settings.database_url,
+            **SUPERVISOR_SERVICE.engine_kwargs(self.settings.database_url),
+        )
+        storage = open_optuna_storage(self.settings.optuna_storage, pool=SUPERVISOR_OPTUNA)
+        # A frozen supervisor must not hold the row locks other reapers wait on either.
+        for engine in (database.engine, storage.engine):
+            bound_idle_transactions(engine, self.settings.heartbeat_grace_s)
         return Reaper(
-            Database(
-                self.settings.database_url,
-                **SUPERVISOR_SERVICE.engine_kwargs(self.settings.database_url),
-            ),
-            open_optuna_storage(self.settings.optuna_storage, pool=SUPERVISOR_OPTUNA),
-            self.settings.heartbeat_grace_s,
-            self.settings.fail_fast_trials,
+            database, storage, self.settings.heartbeat_grace_s, self.settings.fail_fast_trials
         )
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
