@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,13 +11,15 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import UnavailableError
 
 logger = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+# A pooled connection idle for longer than this is pinged before it is used.
+PING_AFTER_IDLE_S = 1.0
 
 
 def is_sqlite(url: str) -> bool:
@@ -38,7 +41,9 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     a transaction opened with the ``hpo_read_only`` option begins deferred.
     """
     if not is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True, pool_recycle=1800, **kwargs)
+        engine = create_engine(url, pool_recycle=1800, **kwargs)
+        ping_when_idle(engine)
+        return engine
     ensure_sqlite_dir(url)
     engine = create_engine(
         url,
@@ -63,6 +68,35 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_on_begin(connection: Any) -> None:
     read_only = connection.get_execution_options().get("hpo_read_only", False)
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def ping_when_idle(engine: Engine, idle_s: float = PING_AFTER_IDLE_S) -> None:
+    """Ping a pooled connection at checkout only when it sat unused for ``idle_s``.
+
+    ``pool_pre_ping`` pings at every checkout: one more round trip for each
+    short transaction, several per trial on a worker's hot path. A connection
+    used a moment ago is alive unless the server went away in that moment, an
+    error the callers already treat as transient (and SQLAlchemy then renews
+    the pool); one that sat idle, across a restart perhaps, is pinged and
+    replaced if dead.
+    """
+
+    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["hpo_checked_in"] = time.monotonic()
+
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("hpo_checked_in")
+        if since is None or time.monotonic() - since < idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and checks out another.
+            raise DisconnectionError(f"a pooled connection was dead: {exc}") from exc
+
+    event.listen(engine, "checkin", on_checkin)
+    event.listen(engine, "checkout", on_checkout)
 
 
 def bound_idle_transactions(engine: Engine, seconds: float) -> None:

@@ -7,27 +7,19 @@ dashboard shows them too and the API reads everything from one place.
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from datetime import UTC, datetime
 from typing import Any
 
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from optuna.storages import RDBStorage
-from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._rdb import models as rdb_models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import text
 from sqlalchemy.orm import selectinload
 
-from storage.db import ensure_sqlite_dir, is_sqlite
+from storage.db import ensure_sqlite_dir, is_sqlite, ping_when_idle
 from storage.pools import PoolLimits
 from storage.spec import StudySpec
 
@@ -73,28 +65,16 @@ def open_optuna_storage(
     Fresh workers must not race to create Optuna's schema (``hpo db upgrade`` does).
     ``pool`` bounds its connections (SQLAlchemy's default is up to 15).
     """
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if pool is not None:
         kwargs.update(pool.engine_kwargs(url))
     if is_sqlite(url):
         ensure_sqlite_dir(url)
         kwargs = {"connect_args": {"timeout": 60}}
-    return RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=not create_tables)
-
-
-def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
-    """``trial.suggest_*`` for a distribution, as ``study.ask(fixed_distributions)`` does."""
-    if isinstance(distribution, FloatDistribution):
-        return trial.suggest_float(
-            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
-        )
-    if isinstance(distribution, IntDistribution):
-        return trial.suggest_int(
-            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
-        )
-    if isinstance(distribution, CategoricalDistribution):
-        return trial.suggest_categorical(name, distribution.choices)
-    raise TypeError(f"no suggest method for {type(distribution).__name__}")
+    storage = RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=not create_tables)
+    if not is_sqlite(url):
+        ping_when_idle(storage.engine)
+    return storage
 
 
 def folder_root(trial: optuna.Trial | FrozenTrial) -> int:
@@ -126,102 +106,6 @@ def set_trial_attr(
         study._storage.set_trial_system_attr(trial._trial_id, key, value)
     else:
         study._storage.set_trial_user_attr(trial._trial_id, key, value)
-
-
-def ask_trial(study: optuna.Study, user_attrs: dict[str, Any]) -> optuna.Trial:
-    """``study.ask()`` with ``user_attrs`` recorded (a seed the trial has is kept).
-
-    A new trial is created RUNNING with its attributes in one transaction (a
-    plain ask and then one write per attribute take three or more), and the
-    queue is looked at with one indexed query first. An enqueued trial is
-    taken as ``study.ask()`` takes it, and the attributes are then written
-    one by one (``hpo.lease`` first, as given).
-    """
-    if first_waiting_trial_id(study) is not None:
-        trial = study.ask()
-        for key, value in user_attrs.items():
-            if not (key == ATTR_SEED and ATTR_SEED in trial.user_attrs):
-                trial.set_user_attr(key, value)
-        return trial
-    template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=user_attrs)
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-    # As study.ask() does: the next read of the study sees this trial.
-    study._thread_local.cached_all_trials = None
-    return _created_trial(study, trial_id)
-
-
-def _created_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
-    """``optuna.Trial(study, trial_id)`` for a trial this process just created.
-
-    The trial is taken from the cache the creation filled instead of being
-    read back from the database (seven queries). Mirrors ``Trial.__init__``;
-    ``tests/storage/test_optuna_store.py`` checks that both build the same.
-    """
-    frozen = _cached_trial(study, trial_id)
-    if frozen is None:
-        return optuna.Trial(study, trial_id)
-    trial = optuna.Trial.__new__(optuna.Trial)
-    trial.study = study
-    trial._trial_id = trial_id
-    trial.storage = study._storage
-    trial._cached_frozen_trial = frozen
-    filtered = optuna.pruners._filter_study(study, frozen)
-    study.sampler.before_trial(filtered, frozen)
-    trial.relative_search_space = None
-    trial._relative_params = None
-    trial._fixed_params = frozen.system_attrs.get("fixed_params", {})
-    return trial
-
-
-def _cached_trial(study: optuna.Study, trial_id: int) -> FrozenTrial | None:
-    """A copy of the trial as the cached storage holds it, None where there is no cache."""
-    storage = study._storage
-    if not isinstance(storage, _CachedStorage):
-        return None
-    with storage._lock:
-        found = storage._trial_id_to_study_id_and_number.get(trial_id)
-        if found is None:
-            return None
-        study_id, number = found
-        return copy.deepcopy(storage._studies[study_id].trials[number])
-
-
-def first_waiting_trial_id(study: optuna.Study) -> int | None:
-    """The id of the study's first WAITING (enqueued) trial, None when the queue is empty.
-
-    One indexed query on Optuna's ``trials`` table; on other storages, a listing.
-    """
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    if isinstance(backend, RDBStorage):
-        with backend.engine.connect() as conn:
-            found = conn.execute(
-                text(
-                    "SELECT trial_id FROM trials WHERE study_id = :study AND state = 'WAITING' "
-                    "ORDER BY trial_id LIMIT 1"
-                ),
-                {"study": study._study_id},
-            ).scalar()
-        return None if found is None else int(found)
-    waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
-    return waiting[0]._trial_id if waiting else None
-
-
-def tell_trial(
-    study: optuna.Study, trial: optuna.Trial, values: list[float] | None, state: TrialState
-) -> TrialState:
-    """``study.tell(trial, values, state=state, skip_if_finished=True)``; return the final state.
-
-    Reads the trial once (``study.tell`` reads it again to return it). A
-    trial that had already ended (a reaper failed it) keeps its state, which
-    is returned.
-    """
-    from optuna.study._tell import _tell_with_warning
-
-    final, _, _ = _tell_with_warning(
-        study, trial, values, state, skip_if_finished=True, suppress_warning=True
-    )
-    return final
 
 
 def enable_sqlite_wal(storage: RDBStorage) -> None:

@@ -16,6 +16,7 @@ from optuna.storages import RDBStorage
 
 from storage.db import Database, bound_idle_transactions
 from storage.optimizers import build_pruner, build_sampler
+from storage.optuna_asks import load_worker_study
 from storage.optuna_store import open_optuna_storage
 from storage.pools import SLOT_OPTUNA, SLOT_SERVICE
 from storage.settings import Settings
@@ -132,11 +133,11 @@ class SlotEnv:
         """
         key = claim.optuna_study_id
         if key not in self._studies:
-            self._studies[key] = optuna.load_study(
-                study_name=claim.study_name,
-                storage=self.optuna_storage,
-                sampler=build_sampler(spec, stream=claim.claim_number),
-                pruner=build_pruner(spec.effective_pruner),
+            self._studies[key] = load_worker_study(
+                claim.study_name,
+                self.optuna_storage,
+                build_sampler(spec, stream=claim.claim_number),
+                build_pruner(spec.effective_pruner),
             )
         return self._studies[key]
 

@@ -22,17 +22,15 @@ from storage.budget import (
     release_lease,
 )
 from storage.halving import is_resumable, promote
+from storage.optuna_asks import ask_trial, one_read_per_ask, suggest, tell_trial
 from storage.optuna_store import (
     ATTR_ATTEMPT,
     ATTR_ERROR,
     ATTR_FAIL_REASON,
     ATTR_LEASE,
     ATTR_RETRY_OF,
-    ask_trial,
     folder_root,
     study_id_of,
-    suggest,
-    tell_trial,
     trial_id_of,
 )
 from storage.orphans import fail_orphan
@@ -127,9 +125,10 @@ def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
         # worker dies from here on is known to be this lease's (storage.orphans);
         # the parameters are suggested after.
         attrs = {ATTR_LEASE: claim.lease_id, **new_trial_seed_attrs(spec.sampler.seed)}
-        trial = ask_trial(study, attrs)
-        for name, distribution in to_distributions(spec.search_space or {}).items():
-            suggest(trial, name, distribution)
+        with one_read_per_ask(study):
+            trial = ask_trial(study, attrs)
+            for name, distribution in to_distributions(spec.search_space or {}).items():
+                suggest(trial, name, distribution)
         attrs = trial.user_attrs
     retry_of = attrs.get(ATTR_RETRY_OF)
     attempt = int(attrs.get(ATTR_ATTEMPT, 0))
