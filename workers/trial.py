@@ -22,7 +22,7 @@ from storage.budget import (
     release_lease,
 )
 from storage.halving import is_resumable, promote
-from storage.optuna_asks import ask_trial, one_read_per_ask, suggest, tell_trial
+from storage.optuna_asks import ask_trial, asking, suggest, tell_trial
 from storage.optuna_store import (
     ATTR_ATTEMPT,
     ATTR_ERROR,
@@ -125,7 +125,7 @@ def _ask(env: SlotEnv, claim: Claim, spec: StudySpec) -> optuna.Trial:
         # worker dies from here on is known to be this lease's (storage.orphans);
         # the parameters are suggested after.
         attrs = {ATTR_LEASE: claim.lease_id, **new_trial_seed_attrs(spec.sampler.seed)}
-        with one_read_per_ask(study):
+        with asking(study):
             trial = ask_trial(study, attrs)
             for name, distribution in to_distributions(spec.search_space or {}).items():
                 suggest(trial, name, distribution)

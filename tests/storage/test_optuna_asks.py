@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+from sqlalchemy import event
 
 from storage.optuna_asks import (
     ask_trial,
+    asking,
     first_waiting_trial_id,
     load_worker_study,
-    one_read_per_ask,
     suggest,
     tell_trial,
 )
@@ -125,7 +127,7 @@ def _history(study: optuna.Study, n: int) -> None:
 
 
 def _worker_ask(study: optuna.Study) -> float:
-    with one_read_per_ask(study):
+    with asking(study):
         trial = ask_trial(study, {ATTR_LEASE: 1})
         return float(suggest(trial, "x", optuna.distributions.FloatDistribution(-1, 1)))
 
@@ -157,6 +159,49 @@ def test_a_worker_ask_reads_the_trials_once_and_samples_as_optuna_does(
     # study.ask() reads three times (the queue, the search space, the running trials).
     assert _worker_ask(worker) == expected
     assert plain_reads >= 2 and len(reads) == 1
+    # What the sampler shares with other workers is stored as plain Optuna stores it.
+    stored = [
+        optuna.load_study(study_name=n, storage=storage).trials[-1] for n in ("plain", "worker")
+    ]
+    assert stored[0].params == stored[1].params == {"x": expected}
+    assert stored[0].system_attrs == stored[1].system_attrs != {}
+
+
+def _transactions(storage: RDBStorage) -> list[int]:
+    commits: list[int] = []
+    event.listen(storage.engine, "commit", lambda _conn: commits.append(1))
+    return commits
+
+
+def test_the_parameters_of_an_ask_are_written_in_one_transaction(settings: Settings) -> None:
+    storage = open_optuna_storage(settings.optuna_storage, create_tables=True)
+    optuna.create_study(storage=storage, study_name="many")
+    worker = load_worker_study(
+        "many", storage, optuna.samplers.RandomSampler(seed=2), optuna.pruners.NopPruner()
+    )
+    space = {
+        "lr": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True),
+        "layers": optuna.distributions.IntDistribution(1, 6),
+        "optimizer": optuna.distributions.CategoricalDistribution(["adamw", "sgd"]),
+        "dropout": optuna.distributions.FloatDistribution(0.0, 0.3),
+    }
+    trial = ask_trial(worker, {ATTR_LEASE: 1})
+    commits = _transactions(storage)
+    with asking(worker):
+        values = {name: suggest(trial, name, d) for name, d in space.items()}
+        assert commits == []  # nothing written yet
+    assert len(commits) == 1
+    assert optuna.load_study(study_name="many", storage=storage).trials[0].params == values
+    # A block that fails leaves the trial without parameters (the worker hands it back).
+    second = ask_trial(worker, {ATTR_LEASE: 2})
+    with pytest.raises(RuntimeError), asking(worker):
+        suggest(second, "lr", space["lr"])
+        raise RuntimeError("the worker was interrupted")
+    assert optuna.load_study(study_name="many", storage=storage).trials[1].params == {}
+    # Outside a block every write goes through at once, as in plain Optuna.
+    third = ask_trial(worker, {ATTR_LEASE: 3})
+    suggest(third, "lr", space["lr"])
+    assert "lr" in optuna.load_study(study_name="many", storage=storage).trials[2].params
 
 
 def test_the_next_ask_sees_trials_added_since(settings: Settings) -> None:
