@@ -417,3 +417,24 @@ def test_runs_of_a_killed_worker_end_failed_and_lost(
     assert lost.data.tags["hpo.ended_by"] == "sweep"
     assert "stopped heartbeating" in lost.data.tags["hpo.error"]
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED", "FINISHED"]
+
+
+def test_the_summary_deletes_a_parent_run_left_by_a_killed_worker(
+    settings: Settings, db: Database
+) -> None:
+    study_id = new_study(settings, db, quadratic_spec("stray"))
+    executor = Executor(settings, db)
+    op = Op("summary", "stray", study_id=study_id)
+    experiment_id, parent = executor.parent_of(executor.study(op))
+    # A worker killed between creating its own parent run and finding another's stored.
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    tags = {"hpo.kind": "study", "hpo.study_id": str(study_id), "hpo.study": "stray"}
+    stray = client.create_run(experiment_id, run_name="stray", tags=tags).info.run_id
+    with db.session_scope() as session:
+        session.execute(
+            update(Study).where(Study.id == study_id).values(status=StudyStatus.CANCELLED)
+        )
+    executor.run(op)
+    assert client.get_run(stray).info.lifecycle_stage == "deleted"
+    assert client.get_run(parent).info.status == "KILLED"
+    assert not client.search_runs([experiment_id], "attributes.status = 'RUNNING'")

@@ -21,6 +21,7 @@ from workers.tracking.models import current_best, log_best_model
 from workers.tracking.run_tags import (
     STUDY_RUN_STATUS,
     TAG_KIND,
+    TAG_STUDY_ID,
     TAG_TRIAL_NUMBER,
     clip,
     now_ms,
@@ -63,6 +64,7 @@ def summarize_study(
     if claimed is None:
         return
     sweep_study(client, db, claimed.id, runs.experiment_id)
+    _delete_stray_parents(client, runs)
     optuna_study = optuna.load_study(study_name=claimed.name, storage=optuna_storage)
     _log_outcome(client, runs.parent_run_id, claimed, optuna_study)
     _log_plots(client, runs.parent_run_id, optuna_study)
@@ -71,6 +73,19 @@ def summarize_study(
     with db.session_scope() as session:
         mark_summarized(session, claimed.id)
     logger.info("summarized study %s in MLflow", claimed.name)
+
+
+def _delete_stray_parents(client: MlflowClient, runs: StudyRuns) -> None:
+    """Delete the study's parent runs other than its own.
+
+    A worker that creates a parent run while another's is being stored
+    deletes its own at once; one killed between the two leaves it RUNNING.
+    """
+    query = f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY_ID}` = '{runs.study.id}'"
+    for run in client.search_runs([runs.experiment_id], filter_string=query):
+        if run.info.run_id != runs.parent_run_id:
+            client.delete_run(run.info.run_id)
+            logger.info("deleted a second parent run of study %s", runs.study.name)
 
 
 def _log_outcome(client: MlflowClient, parent: str, row: TrackedStudy, study: optuna.Study) -> None:
