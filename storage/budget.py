@@ -84,11 +84,18 @@ def has_room(study: Study) -> bool:
 
 
 def claim_slot(
-    session: Session, worker_id: str, device: str, studies: list[str] | None = None
+    session: Session,
+    worker_id: str,
+    device: str,
+    studies: list[str] | None = None,
+    *,
+    held: Study | None = None,
 ) -> Claim | None:
     """Claim one trial slot of the most deserving running study, or None.
 
     Studies are served by priority, then the least recently served first.
+    ``held`` is a study this transaction has locked already (the one whose
+    lease it just settled): it is not locked and read again.
     """
     now = utcnow()
     query = select(Study.id).where(
@@ -101,7 +108,7 @@ def claim_slot(
         query = query.where(Study.name.in_(studies))
     order = (Study.priority.desc(), Study.last_claimed_at.asc().nulls_first(), Study.id)
     for study_id in session.scalars(query.order_by(*order).limit(20)).all():
-        study = lock_study(session, study_id)
+        study = held if held is not None and held.id == study_id else lock_study(session, study_id)
         if study is None or StudyStatus(study.status) not in CLAIMABLE or not has_room(study):
             continue
         if study_timed_out(study, now):
@@ -232,8 +239,8 @@ def claim_after_finish(
     One transaction instead of two. Idle workers are woken only when a slot
     stays free: the claim went to another study, found none, or left room.
     """
-    claim = claim_slot(session, request.worker_id, request.device, request.studies)
-    finished = session.get(Study, finished_study_id)
+    finished = session.get(Study, finished_study_id)  # locked by the settlement
+    claim = claim_slot(session, request.worker_id, request.device, request.studies, held=finished)
     if (
         claim is None
         or claim.study_id != finished_study_id
