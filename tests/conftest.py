@@ -7,9 +7,11 @@ under ``CI=true`` where a missing server is a failure.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -87,6 +89,32 @@ class PostgresServer:
         for name in reversed(self.created):
             self._drop(name)
         self.admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def exclusive_gate(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under pytest-xdist, a test marked ``exclusive`` runs while no other test does.
+
+    Such a test restarts the Postgres server every test shares. The others hold
+    a shared lock while they run, the exclusive one an exclusive lock; a
+    turnstile lets a waiting exclusive test in before later shared ones.
+    """
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        yield
+        return
+    base = Path(tempfile.gettempdir()) / f"hpo-tests-{run[:16]}"
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    with open(f"{base}.turnstile", "a") as turnstile, open(f"{base}.gate", "a") as gate:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(gate, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        if not exclusive:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

@@ -33,4 +33,7 @@ apt_install pgbouncer pgbouncer
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/mypy"
-exec "$VENV/bin/pytest" "$@"
+# Two test processes (pytest-xdist; a file's tests stay together): the suite
+# spends much of its time waiting on the servers and workers it starts.
+# HPO_TEST_PROCESSES=0 (or -n 0) runs it in one.
+exec "$VENV/bin/pytest" -n "${HPO_TEST_PROCESSES:-2}" --dist loadfile "$@"

@@ -13,7 +13,7 @@ from service.cli.client import ClientError
 from storage.settings import Settings
 
 # HPO_* names that something other than the settings reads (the tests, the build).
-OTHER_VARIABLES = frozenset({"HPO_TEST_POSTGRES_URL", "HPO_VENV", "HPO_UID"})
+OTHER_VARIABLES = frozenset({"HPO_TEST_POSTGRES_URL", "HPO_TEST_PROCESSES", "HPO_VENV", "HPO_UID"})
 _reported = False
 
 

@@ -108,6 +108,7 @@ def postgres_control() -> Iterator[None]:
     _postgres("start", check=False)  # whatever happened, leave the server running
 
 
+@pytest.mark.exclusive
 def test_postgres_restart_mid_study(api: Api, fleet: Fleet, postgres_control: None) -> None:
     _submit(api, "pgdown", 16)
     for _ in range(2):
