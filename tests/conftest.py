@@ -91,6 +91,15 @@ class PostgresServer:
         self.admin.dispose()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Two test processes share the machine's cores: the workers and servers
+        # each one starts train with one thread instead of all of them spinning.
+        # (tests/workers/test_cpu_share.py removes this for its own workers.)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
+
+
 @pytest.fixture(autouse=True)
 def exclusive_gate(request: pytest.FixtureRequest) -> Iterator[None]:
     """Under pytest-xdist, a test marked ``exclusive`` runs while no other test does.
