@@ -245,7 +245,13 @@ def test_random_sigkills_leave_no_mlflow_run_running(
         [client.get_experiment_by_name("tracked").experiment_id], "tags.`hpo.kind` = 'trial'"
     )
     assert len(trial_runs) >= 10
-    # Kills hit running trials, whose runs ended as their leases did.
+    # Kills hit running trials; each of those whose MLflow run had been started
+    # (a kill can come before the run is) ended FAILED as a lost trial.
     assert result.lost >= 1
-    lost = [r for r in trial_runs if r.data.tags.get("hpo.fail_reason") == "lost"]
-    assert lost and all(r.info.status == "FAILED" for r in lost)
+    study = optuna.load_study(study_name="tracked", storage=settings.optuna_storage)
+    lost_numbers = {t.number for t in study.trials if t.user_attrs.get("hpo.fail_reason") == "lost"}
+    runs = {int(r.data.tags["hpo.trial_number"]): r for r in trial_runs}
+    assert lost_numbers
+    for number in lost_numbers & runs.keys():
+        run = runs[number]
+        assert run.info.status == "FAILED" and run.data.tags.get("hpo.fail_reason") == "lost"
