@@ -51,7 +51,6 @@ class _AskSnapshotStorage(_CachedStorage):
 
     def __init__(self, backend: RDBStorage) -> None:
         super().__init__(backend)
-        self._rdb: RDBStorage = backend
         self._asking = threading.local()
 
     def _read_trials_from_remote_storage(self, study_id: int) -> None:
@@ -78,7 +77,7 @@ class _AskSnapshotStorage(_CachedStorage):
             known = self._studies[study_id].param_distribution.get(param_name)
 
         def write(session: Session) -> None:
-            self._rdb._set_trial_param_without_commit(
+            self._backend._set_trial_param_without_commit(
                 session, trial_id, param_name, param_value_internal, distribution, known
             )
             if known is None:
@@ -94,7 +93,7 @@ class _AskSnapshotStorage(_CachedStorage):
             return
         model = rdb_models.TrialSystemAttributeModel
         pending.append(
-            lambda session: self._rdb._set_trial_attr_without_commit(
+            lambda session: self._backend._set_trial_attr_without_commit(
                 session, model, trial_id, key, value
             )
         )
@@ -108,7 +107,7 @@ class _AskSnapshotStorage(_CachedStorage):
         self._asking.read = None
         self._asking.writes = None
         if write and writes:
-            with _create_scoped_session(self._rdb.scoped_session) as session:
+            with _create_scoped_session(self._backend.scoped_session) as session:
                 for pending_write in writes:
                     pending_write(session)
 
