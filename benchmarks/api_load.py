@@ -9,7 +9,14 @@ the same run (on a shared machine the ratio is what compares across runs).
 The endpoints take turns in ``--rounds`` rounds so that a change in the
 machine's load falls on all of them alike.
 
+By default each client sends its next request as soon as the last one is
+answered (closed loop: the server is saturated, and latency is mostly
+queueing). With ``--interval S`` each client polls once every S seconds, as
+dashboards and scripts do: the latency a client sees when the offered load
+fits the machine.
+
     python -m benchmarks.api_load --clients 50 --trials 2000 --seconds 20
+    python -m benchmarks.api_load --clients 50 --trials 2000 --seconds 20 --interval 1
 """
 
 from __future__ import annotations
@@ -85,10 +92,16 @@ async def client_loop(
     deadline: float,
     latencies: list[float],
     errors: list[int],
+    *,
+    interval: float,
 ) -> None:
-    while time.monotonic() < deadline:
+    # Polling clients start at random offsets within one interval, not in step.
+    next_send = time.monotonic() + random.uniform(0, interval)
+    while next_send < deadline:
+        await asyncio.sleep(max(0.0, next_send - time.monotonic()))
         path = random.choice(paths)
         start = time.perf_counter()
+        next_send = time.monotonic() + interval
         try:
             response = await client.get(path)
         except httpx.TransportError:
@@ -108,7 +121,9 @@ class Samples:
     elapsed_s: float = 0.0
 
 
-async def hammer(base: str, token: str, paths: list[str], clients: int, seconds: float) -> Samples:
+async def hammer(
+    base: str, token: str, paths: list[str], clients: int, seconds: float, *, interval: float
+) -> Samples:
     samples = Samples()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(
@@ -119,7 +134,9 @@ async def hammer(base: str, token: str, paths: list[str], clients: int, seconds:
         started = time.monotonic()
         await asyncio.gather(
             *(
-                client_loop(client, paths, deadline, samples.latencies, samples.errors)
+                client_loop(
+                    client, paths, deadline, samples.latencies, samples.errors, interval=interval
+                )
                 for _ in range(clients)
             )
         )
@@ -148,7 +165,10 @@ def run_scenarios(
     for _ in range(args.rounds):
         for name, paths in scenarios.items():
             seconds = args.seconds / args.rounds
-            samples[name].append(asyncio.run(hammer(base, token, paths, args.clients, seconds)))
+            found = asyncio.run(
+                hammer(base, token, paths, args.clients, seconds, interval=args.interval)
+            )
+            samples[name].append(found)
     return {name: summarize(found) for name, found in samples.items()}
 
 
@@ -160,6 +180,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--api-workers", type=int, default=1, help="hpo serve --workers")
     parser.add_argument("--rounds", type=int, default=2, help="turns each endpoint takes")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        help="seconds between one client's requests (0: send again at once)",
+    )
     args = parser.parse_args()
     with migrated_databases(args.server) as (service_url, optuna_url):
         populate(service_url, optuna_url, args.trials)
@@ -211,14 +237,15 @@ def main() -> None:
 
 def print_table(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     print(
-        "| endpoint | API processes | clients | requests | req/s | ÷ healthz | p50 ms | p99 ms "
-        "| errors |"
+        "| endpoint | API processes | clients | interval s | requests | req/s | ÷ healthz "
+        "| p50 ms | p99 ms | errors |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     health = rows[HEALTHZ]["rps"]
     for name, r in rows.items():
         print(
-            f"| {name} | {args.api_workers} | {args.clients} | {r['requests']:.0f} | "
+            f"| {name} | {args.api_workers} | {args.clients} | {args.interval:g} | "
+            f"{r['requests']:.0f} | "
             f"{r['rps']:.0f} | {r['rps'] / health:.2f} | {r['p50_ms']:.0f} | "
             f"{r['p99_ms']:.0f} | {r['errors']:.0f} |"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import queue
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -100,6 +101,11 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ.setdefault(name, "1")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _SQLITE_TEMPLATES:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def exclusive_gate(request: pytest.FixtureRequest) -> Iterator[None]:
     """Under pytest-xdist, a test marked ``exclusive`` runs while no other test does.
@@ -153,14 +159,28 @@ def pg_urls(pg_server: PostgresServer) -> Iterator[tuple[str, str]]:
         pg_server.drop_later(url)
 
 
+_SQLITE_TEMPLATES: list[Path] = []
+
+
+def _sqlite_template() -> Path:
+    """A folder with both SQLite databases migrated, once per test process."""
+    if not _SQLITE_TEMPLATES:
+        folder = Path(tempfile.mkdtemp(prefix="hpo-sqlite-template-"))
+        database = Database(f"sqlite:///{folder / 'hpo.db'}")
+        upgrade_service_schema(database)
+        database.dispose()
+        upgrade_optuna_schema(f"sqlite:///{folder / 'optuna.db'}")
+        _SQLITE_TEMPLATES.append(folder)
+    return _SQLITE_TEMPLATES[0]
+
+
 def sqlite_urls(data_dir: Path) -> tuple[str, str]:
-    service = f"sqlite:///{data_dir / 'hpo.db'}"
-    optuna_url = f"sqlite:///{data_dir / 'optuna.db'}"
-    database = Database(service)
-    upgrade_service_schema(database)
-    database.dispose()
-    upgrade_optuna_schema(optuna_url)
-    return service, optuna_url
+    """Migrated, empty SQLite databases in ``data_dir`` (copies of migrated templates)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    template = _sqlite_template()
+    for name in ("hpo.db", "optuna.db"):
+        shutil.copyfile(template / name, data_dir / name)
+    return f"sqlite:///{data_dir / 'hpo.db'}", f"sqlite:///{data_dir / 'optuna.db'}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -29,8 +29,15 @@ DASHBOARD_PORT = 8080
 MLFLOW_UI_PORT = 5000
 
 
-def demo_spec(name: str, trials: int) -> dict[str, Any]:
-    """A study that shows the product in a few minutes on two CPU cores."""
+DEFAULT_TRAIN_SIZE = 3000
+
+
+def demo_spec(name: str, trials: int, train_size: int = DEFAULT_TRAIN_SIZE) -> dict[str, Any]:
+    """A study that shows the product in a few minutes on two CPU cores.
+
+    ``train_size`` training examples of the builtin sentiment set (a fifth as
+    many, at least 100, for validation); Hyperband's first rung is one epoch.
+    """
     return {
         "name": name,
         "task": {
@@ -39,8 +46,8 @@ def demo_spec(name: str, trials: int) -> dict[str, Any]:
                 "dataset": {
                     "source": "builtin",
                     "name": "sentiment",
-                    "n_train": 3000,
-                    "n_validation": 600,
+                    "n_train": train_size,
+                    "n_validation": max(100, train_size // 5),
                 },
                 "model": {"source": "scratch", "vocab_size": 2000},
                 "max_epochs": 3,
@@ -60,7 +67,10 @@ def demo_spec(name: str, trials: int) -> dict[str, Any]:
         },
         "sampler": {"name": "tpe", "seed": 42, "options": {"n_startup_trials": 4}},
         # Resources are training examples: the first rung is after one epoch.
-        "pruner": {"name": "hyperband", "options": {"min_resource": 3000, "reduction_factor": 3}},
+        "pruner": {
+            "name": "hyperband",
+            "options": {"min_resource": train_size, "reduction_factor": 3},
+        },
         "budget": {"n_trials": trials, "max_concurrent_trials": 1, "max_retries": 1},
     }
 
@@ -163,7 +173,15 @@ def _start_uis(settings: Settings, env: dict[str, str], logs: Path, stack: ExitS
     )
 
 
-def run_demo(settings: Settings, trials: int, port: int, upgrade: Any, ui: bool = False) -> int:
+def run_demo(
+    settings: Settings,
+    trials: int,
+    port: int,
+    upgrade: Any,
+    ui: bool = False,
+    *,
+    train_size: int = DEFAULT_TRAIN_SIZE,
+) -> int:
     """Run the demo; return the process exit code."""
     # SIGTERM unwinds like Ctrl-C, so that what the demo started is stopped too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -185,7 +203,7 @@ def run_demo(settings: Settings, trials: int, port: int, upgrade: Any, ui: bool 
         _wait_ready(client, api, logs / "demo-api.log")
         console.print(f"API on {env['HPO_API_URL']} (docs: {env['HPO_API_URL']}/docs)")
         # The study first: a worker that exits when idle must find it.
-        client.post("/studies", demo_spec(name, trials))
+        client.post("/studies", demo_spec(name, trials, train_size))
         console.print(f"submitted study [bold]{name}[/] ({trials} trials)")
         worker = _start(
             ["worker", "--devices", "auto", "--study", name, "--exit-when-idle"],
@@ -285,6 +303,16 @@ def register(app: typer.Typer, load_settings: Any, upgrade: Any) -> None:
                 help="also start the Optuna dashboard and the MLflow UI on the demo's data"
             ),
         ] = False,
+        train_size: Annotated[
+            int,
+            typer.Option(
+                min=200,
+                max=20000,
+                help="training examples of the builtin sentiment set (fewer: quicker, rougher)",
+            ),
+        ] = DEFAULT_TRAIN_SIZE,
     ) -> None:
         """Run the whole system on this machine: API, one worker, a BERT study, MLflow."""
-        raise typer.Exit(run_demo(load_settings(), trials, port, upgrade, ui))
+        raise typer.Exit(
+            run_demo(load_settings(), trials, port, upgrade, ui, train_size=train_size)
+        )

@@ -1,4 +1,4 @@
-"""mlp-classifier: local MNIST files are read without quoting them in errors."""
+"""mlp-classifier: the digits set, and local MNIST files read without quoting them in errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from storage.tasks.mlp import MlpConfig
 from workers.errors import DatasetError
-from workers.tasks.mlp import load_mnist_data
+from workers.tasks.mlp import _digits_arrays, load_mnist_data
 
 
 def test_mnist_from_a_local_npz(tmp_path: Path) -> None:
@@ -35,3 +35,11 @@ def test_an_unreadable_file_is_not_quoted_in_the_error(tmp_path: Path) -> None:
         load_mnist_data(config, [tmp_path])
     assert "secret-token-1234" not in str(raised.value)
     assert "cannot read MNIST from" in str(raised.value)
+
+
+def test_digits_read_from_the_file_are_scikit_learns_digits() -> None:
+    from sklearn.datasets import load_digits
+
+    pixels, labels = _digits_arrays()
+    digits = load_digits()
+    assert np.array_equal(pixels, digits.data) and np.array_equal(labels, digits.target)

@@ -26,8 +26,10 @@ from workers.tracking.ops import Executor, Op
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def mlflow_url(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+@pytest.fixture(scope="module")
+def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    """One MLflow server for the module (its tests use different experiment names)."""
+    tmp_path = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     backend = f"sqlite:///{tmp_path / 'mlflow-server.db'}"
     artifacts = tmp_path / "mlflow-artifacts"
