@@ -1,4 +1,4 @@
-"""``hpo demo --trials 3 --train-size 600`` end to end in an empty folder, on the embedded defaults."""
+"""``hpo demo --trials 3 --train-size 600`` end to end in an empty folder, embedded defaults."""
 
 from __future__ import annotations
 

@@ -131,7 +131,8 @@ def test_masked_lm_study_runs_over_rest(api: TestClient, fleet: Fleet) -> None:
 
 
 def test_a_killed_bert_trial_resumes_from_its_checkpoint(api: TestClient, fleet: Fleet) -> None:
-    spec = _text_spec("resume", 1, max_steps=300, eval_every_steps=10)
+    # Killed after its second evaluation (step 20): long enough to be killed mid-way.
+    spec = _text_spec("resume", 1, max_steps=160, eval_every_steps=10)
     spec["search_space"]["learning_rate"] = {"type": "float", "low": 1e-3, "high": 2e-3}
     assert api.post("/api/v1/studies", json=spec).status_code == 201
     victim = fleet.start()
