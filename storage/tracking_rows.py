@@ -31,7 +31,7 @@ class TrackedStudy:
 
     id: int
     name: str
-    status: str
+    status: StudyStatus
     status_reason: str | None
     spec: dict[str, Any]
     n_active: int
@@ -41,7 +41,7 @@ class TrackedStudy:
 
     @property
     def ended(self) -> bool:
-        return StudyStatus(self.status) in TERMINAL
+        return self.status in TERMINAL
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def _snapshot(row: Study) -> TrackedStudy:
     return TrackedStudy(
         id=row.id,
         name=row.name,
-        status=row.status,
+        status=StudyStatus(row.status),
         status_reason=row.status_reason,
         spec=dict(row.spec),
         n_active=row.n_active,

@@ -11,6 +11,7 @@ import time
 
 from optuna.trial import TrialState
 
+from storage.models import StudyStatus
 from storage.optuna_store import ATTR_ERROR, ATTR_FAIL_REASON, ATTR_RETRY_OF, ATTR_SEED
 
 MAX_TAG_CHARS = 5000
@@ -37,7 +38,11 @@ TRIAL_RUN_STATUS = {
     TrialState.FAIL.name: "FAILED",
 }
 # How an ended study's status shows as the status of its parent run.
-STUDY_RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+STUDY_RUN_STATUS = {
+    StudyStatus.COMPLETED: "FINISHED",
+    StudyStatus.FAILED: "FAILED",
+    StudyStatus.CANCELLED: "KILLED",
+}
 
 
 def now_ms() -> int:
