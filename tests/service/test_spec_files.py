@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -49,10 +48,10 @@ def test_ordinary_aliases_and_merge_keys_load(tmp_path: Path) -> None:
     ids=["billion-laughs", "too-many-aliases", "recursive", "deep"],
 )
 def test_bombs_are_refused_before_expansion(tmp_path: Path, text: str, message: str) -> None:
-    started = time.monotonic()
+    # Each message comes from a check made on the parsed nodes before anything is
+    # expanded (the billion laughs would be 9**9 items): no wall-clock bound needed.
     with pytest.raises(ClientError, match=message):
         load_spec_file(_write(tmp_path, "bomb.yaml", text))
-    assert time.monotonic() - started < 2
 
 
 def test_files_over_the_size_limit_are_not_parsed(tmp_path: Path) -> None:
