@@ -14,14 +14,13 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.storages._rdb import models as rdb_models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import text
-from sqlalchemy.orm import selectinload
 
 from storage.db import ensure_sqlite_dir, is_sqlite, ping_when_idle
 from storage.pools import PoolLimits
 from storage.spec import StudySpec
+from storage.trial_pages import read_trial_page
 
 ATTR_RETRY_OF = "hpo.retry_of"
 ATTR_RETRY_ROOT = "hpo.retry_root"
@@ -48,13 +47,6 @@ ATTR_WARM_START = "hpo.warm_start"
 # What a trial used of its device's memory, for packing trials onto devices (workers.packing).
 ATTR_DEVICE_MEMORY = "hpo.device_memory"
 TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
-_TRIAL_RELATIONS = (
-    "params",
-    "values",
-    "user_attributes",
-    "system_attributes",
-    "intermediate_values",
-)
 
 
 def open_optuna_storage(
@@ -159,30 +151,9 @@ class OptunaReader:
         """One page of trials in order of number, and how many there are.
 
         Loads only the page (a study's full history costs seconds at thousands
-        of trials); it goes through Optuna's own ORM models and builder so that
-        values and distributions are decoded exactly as Optuna does.
+        of trials), decoded as Optuna decodes it (``storage.trial_pages``).
         """
-        with self.storage.scoped_session() as session:
-            query = session.query(rdb_models.TrialModel).filter(
-                rdb_models.TrialModel.study_id == study_id
-            )
-            if state:
-                query = query.filter(rdb_models.TrialModel.state == TrialState[state])
-            total = query.count()
-            rows = (
-                query.options(
-                    *(
-                        selectinload(getattr(rdb_models.TrialModel, name))
-                        for name in _TRIAL_RELATIONS
-                    )
-                )
-                .order_by(rdb_models.TrialModel.number)
-                .limit(limit)
-                .offset(offset)
-                .all()
-            )
-            page = [self.storage._build_frozen_trial_from_trial_model(row) for row in rows]
-        return page, total
+        return read_trial_page(self.storage, study_id, state, limit, offset)
 
     def trial(self, study_id: int, number: int) -> FrozenTrial | None:
         try:
