@@ -174,6 +174,27 @@ def _sqlite_template() -> Path:
     return _SQLITE_TEMPLATES[0]
 
 
+def migrated_mlflow_store(settings: Settings) -> None:
+    """Give ``settings``' SQLite MLflow store its tables: a copy of a store migrated once.
+
+    MLflow's own migrations take seconds in the first process that opens a new
+    store; tests that track in MLflow start from the copy instead.
+    """
+    from storage.migrate import upgrade_mlflow_store
+
+    uri = settings.mlflow_tracking_uri
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        upgrade_mlflow_store(uri)
+        return
+    template = _sqlite_template() / "mlflow.db"
+    if not template.exists():
+        upgrade_mlflow_store(f"{prefix}{template}")
+    target = Path(uri[len(prefix) :])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, target)
+
+
 def sqlite_urls(data_dir: Path) -> tuple[str, str]:
     """Migrated, empty SQLite databases in ``data_dir`` (copies of migrated templates)."""
     data_dir.mkdir(parents=True, exist_ok=True)

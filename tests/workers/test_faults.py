@@ -24,7 +24,7 @@ from service.app import create_app
 from storage.db import Database
 from storage.models import Study
 from storage.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import make_settings, migrated_mlflow_store
 from tests.workers.faults import (
     RunningSampler,
     Slots,
@@ -215,6 +215,7 @@ def test_random_sigkills_leave_no_mlflow_run_running(
         poll_interval_s=0.3,
         mlflow_enabled=True,
     )
+    migrated_mlflow_store(settings)
     (tmp_path / "logs").mkdir()
     slots = Slots(settings, tmp_path / "logs")
     # A supervisor that is never killed: it ends the runs of lost trials (its sweep).

@@ -17,7 +17,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from service.app import create_app
 from storage.settings import Settings
-from tests.conftest import Fleet, make_settings
+from tests.conftest import Fleet, make_settings, migrated_mlflow_store
 from workers.data import translation
 from workers.training.metrics import generation_scores
 
@@ -36,7 +36,9 @@ N_VALIDATION = 40
 
 @pytest.fixture
 def settings(tmp_path: Path, pg_urls: tuple[str, str]) -> Settings:
-    return make_settings(tmp_path / "data", pg_urls, mlflow_enabled=True)
+    values = make_settings(tmp_path / "data", pg_urls, mlflow_enabled=True)
+    migrated_mlflow_store(values)
+    return values
 
 
 @pytest.fixture

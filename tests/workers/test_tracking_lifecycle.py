@@ -28,14 +28,13 @@ from sqlalchemy import select, text, update
 from service.app import create_app
 from storage.budget import Claim, Outcome, claim_slot, finish_lease, lock_study
 from storage.db import Database
-from storage.migrate import upgrade_mlflow_store
 from storage.models import Lease, Study, StudyStatus, utcnow
 from storage.optuna_store import open_optuna_storage
 from storage.reaper import Reaper
 from storage.settings import Settings
 from storage.spec import StudySpec
 from storage.studies import create_study
-from tests.conftest import Fleet, make_settings
+from tests.conftest import Fleet, make_settings, migrated_mlflow_store
 from workers.context import TrialContext
 from workers.outcome import TrialResult
 from workers.slot_env import FinishedTrial, SlotEnv, SlotOptions
@@ -63,7 +62,7 @@ def settings(tmp_path: Path, pg_urls: tuple[str, str]) -> Settings:
     values = make_settings(
         tmp_path / "data", pg_urls, mlflow_enabled=True, allowed_task_modules="tests"
     )
-    upgrade_mlflow_store(values.mlflow_tracking_uri)
+    migrated_mlflow_store(values)
     return values
 
 
