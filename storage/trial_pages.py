@@ -100,12 +100,14 @@ def _frozen_trial(row: rdb_models.TrialModel, related: dict[str, _Rows]) -> Froz
         values = [0.0] * len(stored_values)
         for objective, value, value_type in stored_values:
             values[objective] = rdb_models.TrialValueModel.stored_repr_to_value(value, value_type)
-    decoded: dict[str, distributions.BaseDistribution] = {}
+    decoded: dict[str, distributions.BaseDistribution] = {}  # by its JSON
     params: dict[str, Any] = {}
+    param_distributions: dict[str, distributions.BaseDistribution] = {}
     for name, internal, distribution_json in related["params"].get(tid, []):
         if distribution_json not in decoded:
             decoded[distribution_json] = distributions.json_to_distribution(distribution_json)
-        params[name] = decoded[distribution_json].to_external_repr(internal)
+        param_distributions[name] = decoded[distribution_json]
+        params[name] = param_distributions[name].to_external_repr(internal)
     return FrozenTrial(
         number=row.number,
         state=row.state,
@@ -114,10 +116,7 @@ def _frozen_trial(row: rdb_models.TrialModel, related: dict[str, _Rows]) -> Froz
         datetime_start=row.datetime_start,
         datetime_complete=row.datetime_complete,
         params=params,
-        distributions={
-            name: decoded[distribution_json]
-            for name, _, distribution_json in related["params"].get(tid, [])
-        },
+        distributions=param_distributions,
         user_attrs={key: json.loads(raw) for key, raw in related["user_attrs"].get(tid, [])},
         system_attrs={key: json.loads(raw) for key, raw in related["system_attrs"].get(tid, [])},
         intermediate_values={
