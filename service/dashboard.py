@@ -17,6 +17,10 @@ behind a gateway that:
   trials, user attributes and schema migrations are the service's business;
 - redirects browsers without a session to ``/login`` and answers other
   requests with the API's JSON errors (401, 403, 405, 429, 503);
+- answers 503 with Retry-After, not optuna-dashboard's 500, while Optuna's
+  database is out of reach (see :mod:`service.dashboard_outages`), and pings
+  each pooled connection before use, so that the first request after a
+  database restart reconnects instead of failing;
 - is open (with a warning) when ``HPO_ADMIN_TOKEN`` is unset, like the API,
   but still refuses every write outside ``DASHBOARD_WRITES``.
 """
@@ -30,12 +34,14 @@ from typing import cast
 
 import optuna_dashboard
 from a2wsgi import WSGIMiddleware
+from a2wsgi.wsgi_typing import WSGIApp
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp
 
 from service.dashboard_auth import DashboardAuth
 from service.dashboard_controls import READ_ONLY_SCRIPT_PATH, SCRIPT_PATH, controls
 from service.dashboard_gateway import DashboardGateway
+from service.dashboard_outages import OutageAnswers, report_outages
 from service.dashboard_sessions import SESSION_COOKIE, SessionStore
 from service.dashboard_throttle import LoginThrottle
 from service.middleware import BodySizeLimit, StandardMethods
@@ -49,6 +55,10 @@ logger = logging.getLogger(__name__)
 # Threads for the dashboard's blocking handlers; within Optuna's default
 # connection pool (5 + 10 overflow) so that no request waits for a connection.
 DASHBOARD_THREADS = 10
+# Ping every pooled connection at checkout: a round trip is nothing next to a
+# dashboard request, and a connection lost in a restart is then replaced
+# instead of failing the request that draws it.
+DASHBOARD_PING_IDLE_S = 0.0
 
 
 def create_dashboard_app(
@@ -61,10 +71,11 @@ def create_dashboard_app(
 ) -> ASGIApp:
     """The dashboard at ``/``, ``/login`` and ``/logout``, behind the API's tokens.
 
-    ``state`` (databases) is opened here unless given; one opened here is closed
-    at shutdown. Sign-in sessions are kept in the service database, with the
-    lifetime and clock of ``sessions`` when given; ``throttle`` (backoff after
-    failed token checks) defaults to one on the sessions' clock.
+    ``state`` (databases) is opened here unless given, with connections pinged
+    at every checkout; one opened here is closed at shutdown. Sign-in sessions
+    are kept in the service database, with the lifetime and clock of
+    ``sessions`` when given; ``throttle`` (backoff after failed token checks)
+    defaults to one on the sessions' clock.
     ``secure_cookie`` marks the session cookie Secure even over plain HTTP
     (behind a TLS-terminating proxy); over HTTPS it always is.
 
@@ -73,13 +84,16 @@ def create_dashboard_app(
             or has no schema yet (``hpo db upgrade`` creates it).
     """
     owned = state is None
-    state = state or AppState.open(settings)
+    state = state or AppState.open(settings, ping_idle_s=DASHBOARD_PING_IDLE_S)
     if not state.auth_enabled:
         logger.warning("HPO_ADMIN_TOKEN is unset: the dashboard accepts requests without a token")
     store = (sessions if sessions is not None else SessionStore()).bound_to(state.db)
     auth = DashboardAuth(state, store, secure_cookie, throttle)
-    inner = WSGIMiddleware(optuna_dashboard.wsgi(state.optuna), DASHBOARD_THREADS)
-    # a2wsgi types the ASGI protocol with TypedDicts; Starlette with plain mappings.
+    report_outages(state.optuna.engine)
+    dashboard = OutageAnswers(optuna_dashboard.wsgi(state.optuna))
+    # a2wsgi types the WSGI environ and the ASGI protocol with TypedDicts;
+    # typeshed and Starlette with plain mappings.
+    inner = WSGIMiddleware(cast(WSGIApp, dashboard), DASHBOARD_THREADS)
     gateway = DashboardGateway(auth, cast(ASGIApp, inner))
 
     @asynccontextmanager

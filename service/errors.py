@@ -12,7 +12,7 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from storage.db import is_connection_error
+from storage.db import is_connection_error, is_outage
 from storage.errors import HpoError
 from storage.states import ErrorCode
 
@@ -126,14 +126,23 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(ErrorCode.INTERNAL, "internal error")
 
 
-async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
-    # Optuna wraps a failed database call in its own exception.
-    logger.warning("Optuna storage error on %s %s", request.method, request.url.path)
+def storage_unavailable() -> JSONResponse:
+    """The answer while Optuna's storage is out of reach (the API's and the dashboard's)."""
     return error_response(
         ErrorCode.UNAVAILABLE,
         "the Optuna storage is temporarily unavailable",
         headers=headers_for(ErrorCode.UNAVAILABLE),
     )
+
+
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    # Optuna wraps every failed database call in its own exception; only a lost
+    # or refused connection is an outage that waiting (Retry-After) cures.
+    if is_outage(exc):
+        logger.warning("Optuna storage unavailable on %s %s", request.method, request.url.path)
+        return storage_unavailable()
+    logger.exception("Optuna storage error on %s %s", request.method, request.url.path)
+    return error_response(ErrorCode.INTERNAL, "internal error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -33,16 +33,18 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_db_engine(url: str, **kwargs: Any) -> Engine:
+def create_db_engine(url: str, *, ping_idle_s: float = PING_AFTER_IDLE_S, **kwargs: Any) -> Engine:
     """An engine for the service database.
 
     SQLite gets WAL and ``BEGIN IMMEDIATE`` so that concurrent processes
     serialise their transactions instead of failing to upgrade read locks;
     a transaction opened with the ``hpo_read_only`` option begins deferred.
+    Elsewhere a pooled connection idle for ``ping_idle_s`` is pinged before use
+    (see :func:`ping_when_idle`).
     """
     if not is_sqlite(url):
         engine = create_engine(url, pool_recycle=1800, **kwargs)
-        ping_when_idle(engine)
+        ping_when_idle(engine, ping_idle_s)
         return engine
     ensure_sqlite_dir(url)
     engine = create_engine(
@@ -78,7 +80,8 @@ def ping_when_idle(engine: Engine, idle_s: float = PING_AFTER_IDLE_S) -> None:
     used a moment ago is alive unless the server went away in that moment, an
     error the callers already treat as transient (and SQLAlchemy then renews
     the pool); one that sat idle, across a restart perhaps, is pinged and
-    replaced if dead.
+    replaced if dead. ``idle_s=0`` pings at every checkout, as ``pool_pre_ping``
+    does, for callers that would rather pay the round trip than fail once.
     """
 
     def on_checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -126,17 +129,38 @@ def bound_idle_transactions(engine: Engine, seconds: float) -> None:
 
 def is_connection_error(exc: BaseException) -> bool:
     """True when the database could not be reached or was busy (worth retrying)."""
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, OperationalError | DisconnectionError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` or an exception it was raised from is a connection error.
+
+    Optuna raises ``StorageInternalError`` from every SQLAlchemy error of a
+    storage call, whatever it was: the cause tells a database out of reach
+    (waiting helps) from a call that went wrong (a DataError, a missing table:
+    waiting does not). An error whose causes hold no connection error is not
+    an outage.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if is_connection_error(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__
+    return False
 
 
 class Database:
     """The service database: an engine and sessions scoped to one unit of work."""
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+    def __init__(
+        self, url: str, *, ping_idle_s: float = PING_AFTER_IDLE_S, **engine_kwargs: Any
+    ) -> None:
         self.url = url
-        self.engine = create_db_engine(url, **engine_kwargs)
+        self.engine = create_db_engine(url, ping_idle_s=ping_idle_s, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(
             self.engine.execution_options(hpo_read_only=True), expire_on_commit=False

@@ -17,7 +17,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import text
 
-from storage.db import ensure_sqlite_dir, is_sqlite, ping_when_idle
+from storage.db import PING_AFTER_IDLE_S, ensure_sqlite_dir, is_sqlite, ping_when_idle
 from storage.pools import PoolLimits
 from storage.spec import StudySpec
 from storage.trial_pages import read_trial_page
@@ -50,12 +50,17 @@ TRIAL_STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
 
 
 def open_optuna_storage(
-    url: str, *, create_tables: bool = False, pool: PoolLimits | None = None
+    url: str,
+    *,
+    create_tables: bool = False,
+    pool: PoolLimits | None = None,
+    ping_idle_s: float = PING_AFTER_IDLE_S,
 ) -> RDBStorage:
     """An Optuna RDB storage; tables are created only when ``create_tables``.
 
     Fresh workers must not race to create Optuna's schema (``hpo db upgrade`` does).
-    ``pool`` bounds its connections (SQLAlchemy's default is up to 15).
+    ``pool`` bounds its connections (SQLAlchemy's default is up to 15); one idle
+    for ``ping_idle_s`` is pinged before use (:func:`storage.db.ping_when_idle`).
     """
     kwargs: dict[str, Any] = {}
     if pool is not None:
@@ -65,7 +70,7 @@ def open_optuna_storage(
         kwargs = {"connect_args": {"timeout": 60}}
     storage = RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=not create_tables)
     if not is_sqlite(url):
-        ping_when_idle(storage.engine)
+        ping_when_idle(storage.engine, ping_idle_s)
     return storage
 
 
