@@ -13,7 +13,7 @@ each case in its own process:
 
 The model is BERT-base built from a config (random weights, nothing is
 downloaded); the token ids come from the builtin sentiment data and a
-WordPiece tokenizer trained on it. ``--cpu-smoke`` runs the same code paths
+byte-level BPE tokenizer trained on it. ``--cpu-smoke`` runs the same code paths
 with a tiny model on the CPU (no MFU, no OOM) to check the script itself.
 Figures are printed and written to ``OUT/gpu_check.json`` and ``OUT/gpu_check.md``.
 """

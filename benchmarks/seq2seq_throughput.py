@@ -2,7 +2,7 @@
 
 Both train the same encoder-decoder (a scratch BART built by
 ``scratch_bart_config`` from the same hyperparameters and seed) on the same
-token ids (the builtin translation pairs, our WordPiece tokenizer), with the
+token ids (the builtin translation pairs, our scratch tokenizer), with the
 same batch size, AdamW and linear schedule, teacher-forced cross-entropy and
 no evaluation. The clock runs from the first measured step to the last: each
 loop notes when a step starts (our ``compute_loss``, the Trainer's

@@ -77,7 +77,13 @@ class ScratchModel(_Strict):
     """A BERT built from a config; sizes come from the hyperparameters."""
 
     source: Literal["scratch"] = "scratch"
-    vocab_size: int = Field(default=8000, ge=200, le=250_000)
+    vocab_size: int = Field(
+        default=8000,
+        ge=200,
+        le=250_000,
+        description="tokens of the byte-level BPE trained on the data, its 256 bytes and "
+        "5 special tokens included (a smaller number still gets those 261)",
+    )
 
 
 class PretrainedModel(_Strict):

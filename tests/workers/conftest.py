@@ -94,7 +94,7 @@ def builtin_config() -> Callable[..., dict[str, Any]]:
     def factory(n_train: int = 400, n_validation: int = 100, **extra: Any) -> dict[str, Any]:
         return {
             "dataset": {"source": "builtin", "n_train": n_train, "n_validation": n_validation},
-            "model": {"source": "scratch", "vocab_size": 400},
+            "model": {"source": "scratch", "vocab_size": 600},
             "max_seq_len": 48,
             **extra,
         }

@@ -135,7 +135,7 @@ def test_plain_text_corpus(
     )
     config = {
         "dataset": {"source": "text", "path": str(corpus)},
-        "model": {"source": "scratch", "vocab_size": 200},
+        "model": {"source": "scratch", "vocab_size": 300},
         "max_steps": 3,
     }
     ctx = make_context("masked-lm", config=config, params=tiny_params, objective="val_perplexity")

@@ -118,7 +118,7 @@ def test_seq2seq_study_learns_prunes_resumes_and_registers_its_model(
     )  # it resumed from the checkpoint instead of starting over
 
     sources, targets = translation.generate_pairs(N_VALIDATION, seed=0, stream="validation")
-    copying = generation_scores(sources, targets, lowercase=True)["val_bleu"]
+    copying = generation_scores(sources, targets)["val_bleu"]
     best = api.get("/api/v1/studies/mt/best").json()
     assert best["value"] > copying + 30, (best["value"], copying)
 
@@ -137,7 +137,7 @@ def test_seq2seq_study_learns_prunes_resumes_and_registers_its_model(
     texts = tokenizer.batch_decode(
         model.generate(**encoded, max_new_tokens=24), skip_special_tokens=True
     )
-    assert generation_scores(texts, targets[:8], lowercase=True)["val_bleu"] > copying + 30
+    assert generation_scores(texts, targets[:8])["val_bleu"] > copying + 30
 
 
 def _registered_value(settings: Settings) -> float | None:

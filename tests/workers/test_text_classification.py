@@ -13,7 +13,7 @@ import pytest
 from transformers import AutoConfig, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from workers.context import TrialContext
-from workers.data import train_wordpiece, wrap_tokenizer
+from workers.data import train_byte_bpe, wrap_tokenizer
 from workers.data.sentiment import generate_reviews
 from workers.errors import ModelLoadError
 from workers.tasks.text_classification import run
@@ -88,7 +88,7 @@ def test_csv_dataset_with_string_labels(
 
 def _save_tiny_checkpoint(folder: Path) -> None:
     texts, _ = generate_reviews(500, seed=0, stream="train", label_noise=0.0)
-    tokenizer = wrap_tokenizer(train_wordpiece(texts, 300), max_length=64)
+    tokenizer = wrap_tokenizer(train_byte_bpe(texts, 300), max_length=64)
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,

@@ -11,8 +11,9 @@ from workers.data.loading import DatasetSpec, TextData, load_text_data
 from workers.data.tokenization import (
     encode_texts,
     pretrained_tokenizer,
+    round_trip_failures,
     scratch_tokenizer,
-    train_wordpiece,
+    train_byte_bpe,
     wrap_tokenizer,
 )
 
@@ -22,7 +23,8 @@ __all__ = [
     "encode_texts",
     "load_text_data",
     "pretrained_tokenizer",
+    "round_trip_failures",
     "scratch_tokenizer",
-    "train_wordpiece",
+    "train_byte_bpe",
     "wrap_tokenizer",
 ]

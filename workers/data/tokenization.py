@@ -1,4 +1,13 @@
-"""Tokenizers: a WordPiece trained locally for scratch models, cached by dataset.
+"""Tokenizers: a byte-level BPE trained locally for scratch models, cached by dataset.
+
+The scratch tokenizer is lossless: it works on the UTF-8 bytes of the text
+(every byte is in the vocabulary, so nothing is ever unknown or dropped), keeps
+case, accents, punctuation and whitespace, and its decoder gives back exactly
+the text that was encoded (one leading space aside: see
+:func:`train_byte_bpe`). Generated text is therefore what the model wrote,
+and a classifier sees what the user wrote. (The WordPiece it replaces
+lowercased, stripped accents, split punctuation and dropped characters it had
+not seen: ``well-known`` came back as ``well - known``.)
 
 Training a tokenizer takes seconds, and every trial of a study on the same
 data and vocabulary size would get the same one, so it is cached in the
@@ -16,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import WordPiece
-from tokenizers.trainers import WordPieceTrainer
+from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers.models import BPE
+from tokenizers.trainers import BpeTrainer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from workers.errors import ModelLoadError
@@ -28,6 +37,8 @@ logger = logging.getLogger(__name__)
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 _CACHE_FILE = "tokenizer.json"
+# Part of the cache folder's name: a tokenizer of another kind is never reused.
+_KIND = "bytebpe1"
 
 
 def scratch_tokenizer(
@@ -38,31 +49,44 @@ def scratch_tokenizer(
     cache_dir: Path,
     max_length: int,
 ) -> Any:
-    """A BERT-style WordPiece tokenizer for ``texts``, from the cache when present.
+    """A lossless byte-level BPE tokenizer for ``texts``, from the cache when present.
 
     The result is a ``transformers`` fast tokenizer (``save_pretrained`` works);
-    its vocabulary may be smaller than ``vocab_size`` on a small corpus.
+    its vocabulary may be smaller than ``vocab_size`` on a small corpus, and is
+    never smaller than the 256 bytes plus the special tokens.
     """
-    folder = cache_dir / "tokenizers" / f"{fingerprint[:32]}-v{vocab_size}"
+    folder = cache_dir / "tokenizers" / f"{fingerprint[:32]}-{_KIND}-v{vocab_size}"
     cached = folder / _CACHE_FILE
     if cached.is_file():
         tokenizer = Tokenizer.from_file(str(cached))
         logger.info("tokenizer from cache %s", folder.name)
     else:
-        tokenizer = train_wordpiece(texts, vocab_size)
+        tokenizer = train_byte_bpe(texts, vocab_size)
         _write_atomically(tokenizer, cached)
-        logger.info("trained a WordPiece tokenizer (%d tokens)", tokenizer.get_vocab_size())
+        logger.info("trained a byte-level BPE tokenizer (%d tokens)", tokenizer.get_vocab_size())
     return wrap_tokenizer(tokenizer, max_length=max_length)
 
 
-def train_wordpiece(texts: Sequence[str], vocab_size: int) -> Tokenizer:
-    """Train an uncased BERT WordPiece tokenizer; ``[CLS] text [SEP]`` framing."""
-    tokenizer = Tokenizer(WordPiece(unk_token=UNK))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    trainer = WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+def train_byte_bpe(texts: Sequence[str], vocab_size: int) -> Tokenizer:
+    """Train a cased byte-level BPE; ``[CLS] text [SEP]`` framing, BERT's special tokens.
+
+    No normalizer: ``decode(encode(text))`` is ``text``, byte for byte, except
+    that a text which starts with a space loses that one space. A space is put
+    before the first word so that a word has the same tokens at the start of a
+    text as inside it; the decoder takes it away again. The special tokens
+    come first, so their ids are their places in ``SPECIAL_TOKENS`` whatever
+    the corpus.
+    """
+    tokenizer = Tokenizer(BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.ByteLevel(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    trainer = BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     cls_id, sep_id = tokenizer.token_to_id(CLS), tokenizer.token_to_id(SEP)
@@ -75,7 +99,12 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int) -> Tokenizer:
 
 
 def wrap_tokenizer(tokenizer: Tokenizer, *, max_length: int) -> Any:
-    """The ``transformers`` face of a ``tokenizers`` tokenizer."""
+    """The ``transformers`` face of a ``tokenizers`` tokenizer.
+
+    ``clean_up_tokenization_spaces`` is off (and saved so with the model):
+    that clean-up deletes spaces before punctuation, which would change text
+    the byte-level decoder already gives back exactly.
+    """
     # transformers leaves this constructor unannotated.
     return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer,
@@ -85,6 +114,7 @@ def wrap_tokenizer(tokenizer: Tokenizer, *, max_length: int) -> Any:
         sep_token=SEP,
         mask_token=MASK,
         model_max_length=max_length,
+        clean_up_tokenization_spaces=False,
     )
 
 
@@ -121,6 +151,26 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], *, max_length: int) -> li
         return_token_type_ids=False,
     )
     return [list(ids) for ids in encoded["input_ids"]]
+
+
+def round_trip_failures(
+    tokenizer: Any, texts: Sequence[str], *, max_chars: int = 300
+) -> list[tuple[str, str]]:
+    """The texts that ``decode(encode(text))`` does not give back, with what it gives.
+
+    Runs of whitespace count as one space (and none at the ends); each text is
+    cut to ``max_chars`` first, so the check is cheap and never truncated by
+    the tokenizer. A checkpoint's own tokenizer may lowercase, strip accents or
+    split punctuation: this is how a task finds out and says so.
+    """
+    failures = []
+    for text in texts:
+        cut = text[:max_chars]
+        ids = tokenizer(cut, truncation=False)["input_ids"]
+        back = tokenizer.decode(ids, skip_special_tokens=True)
+        if " ".join(back.split()) != " ".join(cut.split()):
+            failures.append((cut, back))
+    return failures
 
 
 def _write_atomically(tokenizer: Tokenizer, target: Path) -> None:

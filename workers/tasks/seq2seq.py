@@ -2,8 +2,8 @@
 
 Scratch models are BARTs (self-attention in the encoder and the decoder,
 cross-attention from the decoder to the encoder) built from the trial's
-hyperparameters, with one WordPiece vocabulary trained on both sides of the
-pairs; pretrained ones are any local (or hub) encoder-decoder checkpoint.
+hyperparameters, with one lossless byte-level BPE vocabulary trained on both
+sides of the pairs; pretrained ones are any local (or hub) encoder-decoder checkpoint.
 Training minimizes the token cross-entropy (with ``label_smoothing``) under
 teacher forcing; ``augment_*`` noise touches the training sources only.
 
@@ -25,7 +25,6 @@ import torch.nn.functional as F  # noqa: N812
 from transformers import AutoModelForSeq2SeqLM
 
 from storage.tasks.seq2seq import Seq2SeqConfig
-from storage.tasks.text import ScratchModel
 from workers.context import TrialContext
 from workers.data import encode_texts
 from workers.data.pairs import PairData, load_pair_data
@@ -156,7 +155,6 @@ def _job(
         tokenizer=tokenizer,
         num_beams=int(ctx.params.get("num_beams", 1)),
         max_new_tokens=config.max_target_len,
-        lowercase=isinstance(config.model, ScratchModel),
     )
 
     def compute_loss(forward: Forward, batch: Batch) -> torch.Tensor:
@@ -231,7 +229,6 @@ class _Generation:
     tokenizer: Any
     num_beams: int
     max_new_tokens: int
-    lowercase: bool
 
     def predict(
         self, batches: list[tuple[list[int], Batch]], device: torch.device, count: int
@@ -251,4 +248,4 @@ class _Generation:
         return texts
 
     def scores(self, predictions: list[str], references: list[str]) -> dict[str, float]:
-        return generation_scores(predictions, references, lowercase=self.lowercase)
+        return generation_scores(predictions, references)

@@ -50,7 +50,7 @@ def build_text_model(
     """The model a task trains, with the tokenizer that feeds it.
 
     ``model_class`` is a ``transformers`` auto class (``AutoModelFor...``).
-    Scratch: a WordPiece tokenizer trained on ``corpus`` (cached by the
+    Scratch: a byte-level BPE tokenizer trained on ``corpus`` (cached by the
     dataset ``fingerprint``) and a model of that class built from
     ``scratch_config`` (default :func:`scratch_bert_config`) sized by
     ``ctx.params``. Pretrained: the checkpoint's tokenizer and
