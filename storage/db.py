@@ -127,11 +127,21 @@ def bound_idle_transactions(engine: Engine, seconds: float) -> None:
     engine.dispose()
 
 
+# Postgres' program_limit_exceeded (a statement with too many arguments, an
+# index row too large): drivers call it an OperationalError, yet the same
+# statement fails again however long one waits.
+_PERMANENT_SQLSTATE_CLASSES = ("54",)
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when the database could not be reached or was busy (worth retrying)."""
-    if isinstance(exc, OperationalError | DisconnectionError):
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if isinstance(exc, OperationalError):
+        # psycopg2 names the SQLSTATE pgcode, psycopg 3 sqlstate.
+        code = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
+        return not str(code or "").startswith(_PERMANENT_SQLSTATE_CLASSES)
+    return isinstance(exc, DisconnectionError)
 
 
 def is_outage(exc: BaseException) -> bool:
