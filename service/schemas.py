@@ -99,6 +99,16 @@ class StudyOut(BaseModel):
     links: StudyLinks
 
 
+class StudyImported(StudyOut):
+    """The study an import created, and what it left out of the document."""
+
+    warnings: list[ErrorItem] = Field(
+        default_factory=list,
+        description="what the import dropped, located in the document: the service's own "
+        "hpo.* user attributes of the trials (one entry per attribute name)",
+    )
+
+
 class StudySummary(BaseModel):
     """A study in a list: no trial statistics (those cost a query each)."""
 

@@ -2,22 +2,23 @@
 
 An export holds the spec and every finished trial (params with their
 distributions, values, learning curve, user attributes, times). An import
-creates the study from the spec and adds those trials to its Optuna study;
-they count against ``n_trials``, so the study goes on where it stopped.
+creates the study from the spec and adds those trials to its Optuna study
+(data only: storage.trial_documents checks them); they count against
+``n_trials`` as they did where they ran, so the study goes on where it stopped.
 Compute counters and MLflow runs stay behind (they belong to the old
 deployment's tracking server).
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import optuna
-from optuna.distributions import distribution_to_json, json_to_distribution
+from optuna.distributions import distribution_to_json
 from optuna.storages import RDBStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from sqlalchemy.orm import Session
 
 from storage.budget import update_status
@@ -27,10 +28,10 @@ from storage.models import Study, utcnow
 from storage.optuna_store import delete_optuna_study, finite_or_none
 from storage.spec import StudySpec
 from storage.studies import create_study
+from storage.trial_documents import FINISHED, check_trials
 
 FORMAT = "hpo-study"
 VERSION = 1
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def export_study(storage: RDBStorage, study: Study) -> dict[str, Any]:
@@ -69,94 +70,60 @@ def _trial_document(trial: FrozenTrial) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Imported:
+    """An imported study, and what the import dropped from its trials."""
+
+    study: Study
+    warnings: list[ErrorDetail]
+
+
 def import_study(
     session: Session,
     storage: RDBStorage,
     spec: StudySpec,
     trials: list[dict[str, Any]],
     actor: str | None,
-) -> Study:
+) -> Imported:
     """Create the study of ``spec`` with ``trials`` (export documents) already finished.
 
     ``spec`` is validated and resolved by the caller; its ``warm_start`` is
-    dropped (the trials it brought are in the history). The study completes
-    at once when the trials fill its budget.
+    dropped (the trials it brought are in the history). The trials are
+    checked whole before anything is written (storage.trial_documents: the
+    spec's search space, Optuna's columns, the budget); ``hpo.*`` user
+    attributes are dropped and reported as warnings. The study completes at
+    once when the trials fill its budget.
 
     Raises:
         ConflictError: the name is taken.
-        InvalidRequestError: a trial is inconsistent (located at ``trials.<i>``).
+        InvalidRequestError: a trial is invalid (located at ``trials.<i>.<field>``),
+            or more trials count than ``budget.n_trials`` (located at ``trials``).
     """
-    frozen = [_frozen_trial(index, item) for index, item in enumerate(trials)]
+    checked = check_trials(spec, trials)
     study = create_study(session, storage, spec.model_copy(update={"warm_start": None}), actor)
     assert study.optuna_study_id is not None
     target = optuna.load_study(
         study_name=storage.get_study_name_from_id(study.optuna_study_id), storage=storage
     )
     try:
-        for index, trial in enumerate(frozen):
+        for index, trial in enumerate(checked.trials):
             try:
                 target.add_trial(trial)
-            except ValueError as exc:
-                raise _bad(index, (), str(exc)) from None
+            except ValueError:
+                # check_trials found none; Optuna's text may quote whole values.
+                raise _bad(index, "Optuna refused the trial") from None
     except Exception:
         # Optuna's storage is another database: the caller's rollback does not reach it.
         delete_optuna_study(storage, spec.name)
         raise
-    study.n_finished = len(frozen)
-    record_event(session, "imported", study.name, actor, trials=len(frozen))
+    study.n_finished = checked.counted
+    record_event(session, "imported", study.name, actor, trials=len(checked.trials))
     update_status(session, study, utcnow(), None)
-    return study
+    return Imported(study, checked.warnings)
 
 
-def _frozen_trial(index: int, item: dict[str, Any]) -> FrozenTrial:
-    try:
-        state = TrialState[str(item.get("state"))]
-    except KeyError:
-        raise _bad(index, ("state",), "must be COMPLETE, PRUNED or FAIL") from None
-    if state not in FINISHED:
-        raise _bad(index, ("state",), "must be COMPLETE, PRUNED or FAIL")
-    try:
-        distributions = {
-            name: json_to_distribution(text)
-            for name, text in (item.get("distributions") or {}).items()
-        }
-    except (ValueError, KeyError, TypeError) as exc:
-        raise _bad(index, ("distributions",), f"not an Optuna distribution ({exc})") from None
-    try:
-        trial = FrozenTrial(
-            number=index,
-            state=state,
-            value=None,
-            values=item.get("values") if state != TrialState.FAIL else None,
-            datetime_start=_time(item.get("datetime_start")),
-            datetime_complete=_time(item.get("datetime_complete")),
-            params=dict(item.get("params") or {}),
-            distributions=distributions,
-            user_attrs=dict(item.get("user_attrs") or {}),
-            system_attrs={},
-            intermediate_values={
-                int(step): (math.nan if v is None else float(v))
-                for step, v in (item.get("intermediate_values") or {}).items()
-            },
-            trial_id=index,
-        )
-        trial._validate()
-    except (ValueError, TypeError) as exc:
-        raise _bad(index, (), str(exc)) from None
-    return trial
-
-
-def _bad(index: int, loc: tuple[str, ...], msg: str) -> InvalidRequestError:
-    return InvalidRequestError(
-        "invalid trial in the import", [ErrorDetail(("trials", index, *loc), msg)]
-    )
-
-
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo is None else parsed.astimezone(UTC).replace(tzinfo=None)
+def _bad(index: int, msg: str) -> InvalidRequestError:
+    return InvalidRequestError("invalid trial in the import", [ErrorDetail(("trials", index), msg)])
 
 
 def _iso(value: datetime | None) -> str | None:

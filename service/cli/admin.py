@@ -92,3 +92,6 @@ def register_transfer(app: typer.Typer, client_factory: Callable[[], ApiClient])
             f"({study['budget']['finished']}/{study['budget']['n_trials']} finished, "
             f"{study['status']})"
         )
+        for warning in study.get("warnings") or []:
+            where = ".".join(str(part) for part in warning["loc"])
+            err_console.print(f"note: {where}: {warning['msg']}", markup=False, highlight=False)

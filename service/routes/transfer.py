@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from service.deps import ReadDep, StateDep, WriteDep
 from service.responses import errors_for
-from service.schemas import StudyExport, StudyOut
+from service.schemas import ErrorItem, StudyExport, StudyImported
 from service.views import study_view
 from storage import studies, transfer
 from storage.errors import ErrorDetail, InvalidSpecError, NotFoundError
@@ -30,11 +30,16 @@ def export_study(name: str, state: StateDep, _: ReadDep) -> StudyExport:
 @router.post(
     "/import",
     status_code=status.HTTP_201_CREATED,
-    response_model=StudyOut,
+    response_model=StudyImported,
     responses=errors_for(400, 401, 403, 409, 413, 422, 503),
 )
-def import_study(body: StudyExport, state: StateDep, principal: WriteDep) -> StudyOut:
-    """Create a study from an export; its finished trials count against its budget."""
+def import_study(body: StudyExport, state: StateDep, principal: WriteDep) -> StudyImported:
+    """Create a study from an export: its trials' data, checked against the spec.
+
+    Parameters must lie in the spec's search space, and the trials that count
+    (all but failed ones another trial retried) must fit ``budget.n_trials``;
+    the service's own ``hpo.*`` user attributes are dropped and listed in ``warnings``.
+    """
     try:
         spec = resolve_spec(body.spec, state.policy)
     except InvalidSpecError as exc:
@@ -43,5 +48,6 @@ def import_study(body: StudyExport, state: StateDep, principal: WriteDep) -> Stu
         ) from None
     trials = [t.model_dump(mode="json") for t in body.trials]
     with state.db.session_scope() as session:
-        study = transfer.import_study(session, state.optuna, spec, trials, principal.name)
-    return study_view(state, study)
+        imported = transfer.import_study(session, state.optuna, spec, trials, principal.name)
+    warnings = [ErrorItem(loc=list(w.loc), msg=w.msg) for w in imported.warnings]
+    return StudyImported(**dict(study_view(state, imported.study)), warnings=warnings)

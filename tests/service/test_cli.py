@@ -212,6 +212,8 @@ def test_export_then_import(site: Deployment, tmp_path: Path) -> None:
     imported = site.hpo("import", str(path), "--name", "cli-moved")
     assert imported.returncode == 0, imported.stderr
     assert "with 4 trials (4/4 finished, completed)" in imported.stdout
+    # The service's own markers (seeds, leases) of the old deployment stay behind.
+    assert "note: trials.0.user_attrs.hpo." in imported.stderr
     moved = json.loads(site.hpo("trials", "cli-moved", "-o", "json").stdout)["items"]
     assert [t["params"] for t in moved] == [t["params"] for t in document["trials"]]
     broken = tmp_path / "broken.json"
