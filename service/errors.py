@@ -13,7 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from storage.db import is_connection_error, is_outage
-from storage.errors import HpoError
+from storage.errors import HpoError, shorten
+from storage.spec import error_message
 from storage.states import ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ _CODE_BY_STATUS: dict[int, ErrorCode] = {
     429: ErrorCode.TOO_MANY_REQUESTS,
 }
 
+# An answer's messages are cut at this length (``storage.errors.shorten``).
+MESSAGE_LIMIT = 1000
 
 _HEADERS_BY_CODE: dict[ErrorCode, dict[str, str]] = {
     ErrorCode.UNAUTHORIZED: {"WWW-Authenticate": "Bearer"},
@@ -53,7 +56,17 @@ _HEADERS_BY_CODE: dict[ErrorCode, dict[str, str]] = {
 def error_body(
     code: ErrorCode, message: str, errors: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    return {"code": code, "message": message, "errors": errors or []}
+    # The last guard: no message or path in an answer grows with what was sent
+    # (values are quoted short where the messages are written: storage.errors.quote).
+    bounded = [
+        {
+            **error,
+            "loc": [shorten(p) if isinstance(p, str) else p for p in error.get("loc", [])],
+            "msg": shorten(str(error.get("msg", "")), MESSAGE_LIMIT),
+        }
+        for error in errors or []
+    ]
+    return {"code": code, "message": shorten(message, MESSAGE_LIMIT), "errors": bounded}
 
 
 def headers_for(code: ErrorCode) -> dict[str, str] | None:
@@ -92,9 +105,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         if loc and loc[0] == "body":
             loc = loc[1:]
         loc = [p for p in loc if not (isinstance(p, str) and p in {"float", "int", "categorical"})]
-        errors.append(
-            {"loc": loc, "msg": str(err.get("msg", "invalid")).removeprefix("Value error, ")}
-        )
+        errors.append({"loc": loc, "msg": error_message(err)})
     is_spec = in_body and request.url.path.endswith("/studies") and request.method == "POST"
     code = ErrorCode.INVALID_SPEC if is_spec else ErrorCode.INVALID_REQUEST
     message = "invalid study spec" if is_spec else "invalid request"

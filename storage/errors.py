@@ -11,6 +11,30 @@ from typing import Any
 
 from storage.states import ErrorCode
 
+# A message quotes at most this much of what a user sent: a refused 900 KB
+# string must not come back whole in the answer, nor fill the logs.
+QUOTE_LIMIT = 80
+
+
+def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text``, or when longer its first ``limit`` characters, ``…`` and its length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for a message, shortened as :func:`shorten` does.
+
+    A string keeps its quotes around the prefix (``'abc'… (900000 characters)``),
+    so that the cut is not mistaken for the value.
+    """
+    if not isinstance(value, str):
+        return shorten(repr(value), limit)
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
 
 @dataclass(frozen=True)
 class ErrorDetail:

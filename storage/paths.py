@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from storage.errors import ErrorDetail
+from storage.errors import ErrorDetail, quote
 
 # A hub repository id, as the hub itself allows them: ``name`` or ``org/name``.
 _HUB_ID = re.compile(r"\A[A-Za-z0-9][\w.\-]{0,95}(/[A-Za-z0-9][\w.\-]{0,95})?\Z", re.ASCII)
@@ -62,11 +62,11 @@ def resolve_confined(path: str, roots: list[Path], *, must_exist: bool) -> Path:
     if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
         allowed = ":".join(str(r) for r in roots)
         raise PathNotAllowedError(
-            f"{path!r} is outside the allowed dataset roots ({allowed}); "
+            f"{quote(path)} is outside the allowed dataset roots ({allowed}); "
             "move the data below one of them or extend HPO_DATASET_ROOTS"
         )
     if must_exist and not resolved.exists():
-        raise PathNotAllowedError(f"{path!r} does not exist")
+        raise PathNotAllowedError(f"{quote(path)} does not exist")
     return resolved
 
 

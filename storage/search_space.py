@@ -11,6 +11,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from storage.errors import quote, shorten
 from storage.spec import AnyParam, CategoricalParam, FloatParam, IntParam
 
 # A grid sampler holds every point in memory, in the API and in each worker.
@@ -79,12 +80,13 @@ def param_problem(
     """Why ``value`` cannot be used for ``key`` in ``distributions``; None when it can."""
     distribution = distributions.get(key)
     if distribution is None:
-        return f"not in the search space ({', '.join(sorted(distributions)) or 'empty'})"
+        known = ", ".join(shorten(name) for name in sorted(distributions))
+        return f"not in the search space ({known or 'empty'})"
     # Optuna would take True for 1, but a boolean is no number of a spec's range.
     numeric = not isinstance(distribution, CategoricalDistribution)
     if not (numeric and isinstance(value, bool)) and _contains(distribution, value):
         return None
-    return f"{value!r} is outside the search space of {key}"
+    return f"{quote(value)} is outside the search space of {shorten(key)}"
 
 
 def _contains(distribution: BaseDistribution, value: object) -> bool:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from storage.documents import check_document
-from storage.errors import ErrorDetail, InvalidSpecError
+from storage.errors import QUOTE_LIMIT, ErrorDetail, InvalidSpecError, shorten
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9\-_.]{0,63}$"
 PYTHON_TASK_PATTERN = re.compile(
@@ -254,7 +255,7 @@ def details_from_validation_error(
     details = []
     for err in exc.errors(include_url=False):
         loc = document_loc(err["loc"], document)
-        details.append(ErrorDetail(prefix + loc, _clean_message(err["msg"])))
+        details.append(ErrorDetail(prefix + loc, error_message(err)))
     return details
 
 
@@ -280,8 +281,17 @@ def _is_union_tag(part: str | int) -> bool:
     return isinstance(part, str) and (part in {"float", "int", "categorical"} or "[" in part)
 
 
-def _clean_message(msg: str) -> str:
-    return msg.removeprefix("Value error, ")
+def error_message(err: Mapping[str, Any]) -> str:
+    """pydantic's message for one error, with the user's values in it shortened.
+
+    pydantic writes some inputs into the message itself (the tag of
+    ``union_tag_invalid``, say); each comes from the error's context.
+    """
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    for value in (err.get("ctx") or {}).values():
+        if isinstance(value, str) and len(value) > QUOTE_LIMIT:
+            msg = msg.replace(value, shorten(value))
+    return msg
 
 
 def parse_spec(data: Any) -> StudySpec:

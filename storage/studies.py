@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.budget import update_status
-from storage.errors import ConflictError, ErrorDetail, InvalidRequestError, NotFoundError
+from storage.errors import ConflictError, ErrorDetail, InvalidRequestError, NotFoundError, quote
 from storage.events import notify_claimable, record_event
 from storage.models import CLAIMABLE, TERMINAL, Study, StudyStatus, utcnow
 from storage.optuna_store import ATTR_ENQUEUED_BY, create_optuna_study
@@ -56,7 +56,7 @@ def get_study(session: Session, name: str, *, lock: bool = False) -> Study:
         NotFoundError: no such study.
     """
     if not re.fullmatch(NAME_PATTERN, name):
-        raise NotFoundError(f"study {name!r} not found")  # no study can have that name
+        raise NotFoundError(f"study {quote(name)} not found")  # no study can have that name
     query = select(Study).where(Study.name == name)
     if lock:
         query = query.with_for_update()

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from storage.errors import ErrorDetail, InvalidSpecError
+from storage.errors import ErrorDetail, InvalidSpecError, quote
 from storage.optimizers import check_pruner, check_sampler
 from storage.paths import check_confined, looks_like_path
 from storage.spec import (
@@ -107,7 +107,7 @@ def _check_task_name(
             return None, [
                 ErrorDetail(
                     loc,
-                    f"module {module!r} is not in HPO_ALLOWED_TASK_MODULES "
+                    f"module {quote(module)} is not in HPO_ALLOWED_TASK_MODULES "
                     f"({', '.join(allowed) or 'none allowed'})",
                 )
             ]
@@ -117,7 +117,7 @@ def _check_task_name(
         return None, [
             ErrorDetail(
                 loc,
-                f"unknown task {spec.task.name!r}; see GET /api/v1/tasks "
+                f"unknown task {quote(spec.task.name)}; see GET /api/v1/tasks "
                 "or use python:module:function",
             )
         ]
@@ -154,7 +154,7 @@ def _check_against_task(
             errors.append(
                 ErrorDetail(
                     ("search_space", name),
-                    f"{declaration.name} has no hyperparameter {name!r}; known: {known}",
+                    f"{declaration.name} has no hyperparameter {quote(name)}; known: {known}",
                 )
             )
         else:
@@ -179,7 +179,7 @@ def _check_objectives(
             errors.append(
                 ErrorDetail(
                     loc,
-                    f"{declaration.name} does not report {objective.metric!r}; "
+                    f"{declaration.name} does not report {quote(objective.metric)}; "
                     f"it reports {', '.join(declaration.metrics)}",
                 )
             )
@@ -188,7 +188,7 @@ def _check_objectives(
             if problem is not None:
                 errors.append(ErrorDetail(loc, problem))
         if objective.metric in seen:
-            errors.append(ErrorDetail(loc, f"{objective.metric!r} is listed twice"))
+            errors.append(ErrorDetail(loc, f"{quote(objective.metric)} is listed twice"))
         seen.add(objective.metric)
     return errors
 
@@ -220,15 +220,15 @@ def _check_value(
 ) -> ErrorDetail | None:
     if hyper.kind == "categorical":
         if hyper.choices is not None and value not in hyper.choices:
-            return ErrorDetail(loc, f"{value!r} is not one of {list(hyper.choices)}")
+            return ErrorDetail(loc, f"{quote(value)} is not one of {list(hyper.choices)}")
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return ErrorDetail(loc, f"{value!r} is not a number")
+        return ErrorDetail(loc, f"{quote(value)} is not a number")
     if hyper.kind == "int" and not float(value).is_integer():
-        return ErrorDetail(loc, f"{value!r} is not an integer")
+        return ErrorDetail(loc, f"{quote(value)} is not an integer")
     if hyper.bounds is not None and not hyper.bounds[0] <= value <= hyper.bounds[1]:
         low, high = hyper.bounds
-        return ErrorDetail(loc, f"{value!r} is outside the allowed range [{low}, {high}]")
+        return ErrorDetail(loc, f"{quote(value)} is outside the allowed range [{low}, {high}]")
     return None
 
 
@@ -239,7 +239,7 @@ def _check_paths(config: BaseModel, policy: ValidationPolicy) -> list[ErrorDetai
         errors.append(
             ErrorDetail(
                 ("task", "config", "dataset", "name"),
-                f"{dataset.name!r} is a local folder, not a hub dataset id; read local "
+                f"{quote(dataset.name)} is a local folder, not a hub dataset id; read local "
                 "files with source: csv, jsonl, parquet or text and a path",
             )
         )

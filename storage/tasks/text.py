@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from storage.errors import ErrorDetail
+from storage.errors import ErrorDetail, quote
 from storage.paths import hub_id_problem
 from storage.spec import CategoricalParam, FloatParam, IntParam
 from storage.tasks import AnyParam, HyperParameter, TaskDeclaration, register
@@ -371,7 +371,7 @@ NSP_METRICS = ("val_nsp_accuracy", "val_nsp_loss", "val_mlm_loss")
 def nsp_metric_problem(config: BaseModel, metric: str) -> str | None:
     """Why ``metric`` cannot be optimized with this config (NSP metrics need NSP)."""
     if metric in NSP_METRICS and getattr(config, "objective", "mlm") != "mlm+nsp":
-        return f"{metric!r} is reported only with task.config.objective: mlm+nsp"
+        return f"{quote(metric)} is reported only with task.config.objective: mlm+nsp"
     return None
 
 

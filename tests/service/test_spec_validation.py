@@ -444,3 +444,36 @@ def test_grid_sizes_are_computed_without_building_the_grid() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 5_000_000  # bytes; the listed grid alone would take 160 MB
+
+
+LONG = 300_000
+DATASET = ("task", "config", "dataset")
+
+
+def _text_task(dataset: dict[str, Any]) -> dict[str, Any]:
+    task = {"name": "text-classification", "config": {"dataset": dataset}}
+    return {"task": task, SS: _DELETE, "objective": _DELETE}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("changes", "loc"),
+    [
+        # pydantic's own message names the tag it did not know.
+        ({"search_space.optimizer": {"type": "z" * LONG}}, [SS, "optimizer"]),
+        ({"search_space.optimizer.choices": ["adam", "s" * LONG]}, [SS, "optimizer", "choices", 1]),
+        (_text_task({"source": "csv", "path": "/" + "p" * (LONG - 1)}), [*DATASET, "path"]),
+        ({"search_space.x" + "x" * (LONG - 1): {"type": "float", "low": 0, "high": 1}}, None),
+    ],
+    ids=["union-tag", "choice", "dataset-path", "hyperparameter-name"],
+)
+def test_a_long_rejected_value_is_quoted_by_a_prefix(
+    client: TestClient, changes: dict[str, Any], loc: list[str | int] | None
+) -> None:
+    response = client.post("/api/v1/studies", json=_mutated(changes))
+    assert response.status_code == 422, response.text[:2000]
+    assert len(response.content) < 2000, response.text[:4000]
+    errors = response.json()["errors"]
+    assert any(f"{LONG} characters" in e["msg"] for e in errors), errors
+    if loc is not None:
+        assert loc in [e["loc"] for e in errors]

@@ -206,3 +206,17 @@ def test_body_size_limit(client: TestClient) -> None:
     response = client.post("/api/v1/studies", json=huge)
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"
+
+
+def test_a_rejected_value_is_quoted_by_a_short_prefix(client: TestClient) -> None:
+    _create(client)
+    base = "/api/v1/studies/api-study/trials"
+    huge = client.post(base, json={"params": {"optimizer": "x" * 900_000}})
+    assert huge.status_code == 422 and len(huge.content) < 2000, len(huge.content)
+    [error] = huge.json()["errors"]
+    assert error["loc"] == ["params", "optimizer"]
+    assert error["msg"].startswith("'xxx") and "900000 characters" in error["msg"]
+    # A name is quoted the same way, in the message and in the field's path.
+    unknown = client.post(base, json={"params": {"y" * 50_000: 1, "learning_rate": 5.0}})
+    assert unknown.status_code == 422 and len(unknown.content) < 2000, len(unknown.content)
+    assert ["params", "learning_rate"] in [e["loc"] for e in unknown.json()["errors"]]
