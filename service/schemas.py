@@ -191,6 +191,11 @@ class HyperParameterOut(BaseModel):
     choices: list[Any] | None
 
 
+class FidelityOut(BaseModel):
+    unit: str = Field(description="the reported step: what the pruner's rungs are placed over")
+    maximum: str = Field(description="what sets a trial's last step")
+
+
 class TaskOut(BaseModel):
     name: str
     description: str
@@ -202,6 +207,7 @@ class TaskOut(BaseModel):
         description="the default space per kind of model (text tasks: scratch, pretrained)",
     )
     hyperparameters: dict[str, HyperParameterOut]
+    fidelity: FidelityOut
 
 
 class TaskList(BaseModel):

@@ -28,7 +28,7 @@ rung and the continuation's curve going on from there.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -100,22 +100,48 @@ class ResumableHalvingPruner(BasePruner):
         rung = self.rung_reached(step)
         if rung is None or rung <= int(trial.user_attrs.get(ATTR_PROMOTED_RUNG, -1)):
             return False
-        key = f"{RUNG_ATTR_PREFIX}{rung}"
-        if key in trial.system_attrs:
-            return False  # judged at this rung already, and it went on
-        # The value of the report that crossed the rung: trials that evaluate
-        # at the same steps are compared at the same point of their curves.
-        value = trial.intermediate_values.get(step)
-        if value is None or not math.isfinite(value):
-            set_trial_attr(study, trial, ATTR_PAUSED_RUNG, rung)
-            return True
-        set_trial_attr(study, trial, key, value, system=True)
         others = study.get_trials(deepcopy=False)
-        ranked = rung_ranking(others, rung, study.direction, extra=(folder_root(trial), value))
-        if folder_root(trial) in ranked[: len(ranked) // self.reduction_factor]:
-            return False
+        if judged_at(others, trial, rung):
+            return False  # judged at this rung already, and it went on
+        return pause_or_go_on(study, trial, rung, others, self.reduction_factor)
+
+
+def judged_at(trials: Sequence[FrozenTrial], trial: FrozenTrial, rung: int) -> bool:
+    """True when ``trial`` was judged at ``rung`` already (and went on).
+
+    Read from ``trials`` (just read from the storage), not from ``trial``: the
+    copy a pruner is given may predate the judgment recorded a report ago.
+    """
+    fresh = next((t for t in trials if t.number == trial.number), trial)
+    return f"{RUNG_ATTR_PREFIX}{rung}" in fresh.system_attrs
+
+
+def pause_or_go_on(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    rung: int,
+    peers: Sequence[FrozenTrial],
+    reduction_factor: int,
+) -> bool:
+    """Judge ``trial`` at ``rung`` among ``peers``; True when it is paused there.
+
+    Its value is recorded at the rung (``hpo.rung_<n>``) for later rankings; it
+    goes on when it ranks within the best ``1/reduction_factor`` of the
+    configurations at the rung, and is paused otherwise (or when its value is
+    not finite).
+    """
+    # The value of the report that crossed the rung: trials that evaluate
+    # at the same steps are compared at the same point of their curves.
+    value = trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None
+    if value is None or not math.isfinite(value):
         set_trial_attr(study, trial, ATTR_PAUSED_RUNG, rung)
         return True
+    set_trial_attr(study, trial, f"{RUNG_ATTR_PREFIX}{rung}", value, system=True)
+    ranked = rung_ranking(peers, rung, study.direction, extra=(folder_root(trial), value))
+    if folder_root(trial) in ranked[: len(ranked) // reduction_factor]:
+        return False
+    set_trial_attr(study, trial, ATTR_PAUSED_RUNG, rung)
+    return True
 
 
 @dataclass(frozen=True)
@@ -126,27 +152,40 @@ class Promotion:
     rung: int
 
 
+Peers = Callable[[Sequence[FrozenTrial], FrozenTrial], Sequence[FrozenTrial]]
+
+
 def find_promotion(
-    trials: Sequence[FrozenTrial], direction: StudyDirection, reduction_factor: int
+    trials: Sequence[FrozenTrial],
+    direction: StudyDirection,
+    reduction_factor: int,
+    peers: Peers | None = None,
 ) -> Promotion | None:
     """The paused trial to continue first, or None.
 
     Higher rungs first (a configuration closer to the end is worth more), and
     within a rung the best value first; only paused trials that no
     continuation has taken up yet, and only within the best
-    ``1/reduction_factor`` of the configurations at their rung.
+    ``1/reduction_factor`` of the configurations at their rung among their
+    ``peers`` (all trials, or a Hyperband bracket's).
     """
     continued = {t.user_attrs.get(ATTR_CONTINUES) for t in trials}
-    paused: dict[int, dict[int, FrozenTrial]] = {}
+    paused: dict[int, list[FrozenTrial]] = {}
     for trial in trials:
         rung = trial.user_attrs.get(ATTR_PAUSED_RUNG)
         if is_paused(trial) and rung is not None and trial.number not in continued:
-            paused.setdefault(int(rung), {})[folder_root(trial)] = trial
+            paused.setdefault(int(rung), []).append(trial)
+    sign = -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
     for rung in sorted(paused, reverse=True):
-        ranked = rung_ranking(trials, rung, direction)
-        for root in ranked[: len(ranked) // reduction_factor]:
-            if root in paused[rung]:
-                return Promotion(paused[rung][root], rung)
+        ranks: list[tuple[float, int, FrozenTrial]] = []
+        for trial in paused[rung]:
+            ranked = rung_ranking(peers(trials, trial) if peers else trials, rung, direction)
+            root = folder_root(trial)
+            if root in ranked[: len(ranked) // reduction_factor]:
+                value = float(trial.system_attrs[f"{RUNG_ATTR_PREFIX}{rung}"])
+                ranks.append((sign * value, root, trial))
+        if ranks:
+            return Promotion(min(ranks, key=lambda r: (r[0], r[1]))[2], rung)
     return None
 
 
@@ -169,9 +208,11 @@ def rung_ranking(
     return sorted(values, key=lambda root: (sign * values[root], root))
 
 
-def promote(study: optuna.Study, reduction_factor: int, base_seed: int | None) -> int | None:
+def promote(study: optuna.Study, base_seed: int | None) -> int | None:
     """Enqueue the continuation of the paused trial to promote; return its parent's number.
 
+    The study's pruner says how many go on at a rung (``reduction_factor``)
+    and, for Hyperband, which trials a paused one ranks among (``peers``).
     The caller holds the study's row lock, so two workers never promote the
     same trial; a continuation that was enqueued before a crash is found
     (``hpo.continues``) and not enqueued again.
@@ -179,7 +220,8 @@ def promote(study: optuna.Study, reduction_factor: int, base_seed: int | None) -
     if len(study.directions) != 1:
         return None
     trials = study.get_trials(deepcopy=False)
-    found = find_promotion(trials, study.direction, reduction_factor)
+    factor = int(getattr(study.pruner, "reduction_factor", 3))
+    found = find_promotion(trials, study.direction, factor, getattr(study.pruner, "peers", None))
     if found is None:
         return None
     parent = found.parent

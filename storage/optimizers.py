@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from storage.errors import ErrorDetail
 from storage.halving import ResumableHalvingPruner
+from storage.hyperband import AutoPruner
 from storage.pruners import CalibratedPruner
 from storage.search_space import MAX_GRID_POINTS, grid_points, grid_size, grid_values
 from storage.seeds import stream_seed
@@ -42,6 +43,7 @@ PRUNERS: dict[str, Callable[..., BasePruner]] = {
     "patient": optuna.pruners.PatientPruner,
     "calibrated": CalibratedPruner,
     "resumable-sha": ResumableHalvingPruner,
+    "auto": AutoPruner,
     "none": optuna.pruners.NopPruner,
 }
 # Pruners that wrap another, given in ``options.wrapped``.
@@ -128,11 +130,16 @@ def build_sampler(spec: StudySpec, stream: int | None = None) -> BaseSampler:
     return SAMPLERS[sampler.name](seed=seed, **options)
 
 
-def build_pruner(spec: PrunerSpec | None) -> BasePruner:
-    """The pruner of ``spec`` (``patient`` and ``calibrated`` wrap ``options.wrapped``)."""
+def build_pruner(spec: PrunerSpec | None, n_trials: int | None = None) -> BasePruner:
+    """The pruner of ``spec`` (``patient`` and ``calibrated`` wrap ``options.wrapped``).
+
+    ``n_trials`` is the study's trial budget: ``auto`` sizes its brackets by it.
+    """
     if spec is None:
         return optuna.pruners.NopPruner()
     options = dict(spec.options)
+    if spec.name == "auto" and n_trials is not None:
+        options.setdefault("n_trials", n_trials)
     if spec.name in _WRAPPERS:
         wrapped = options.pop("wrapped", None)
         inner = build_pruner(PrunerSpec.model_validate(wrapped)) if wrapped else None

@@ -125,6 +125,7 @@ PrunerName = Literal[
     "patient",
     "calibrated",
     "resumable-sha",
+    "auto",
     "none",
 ]
 
@@ -242,6 +243,21 @@ class StudySpec(StrictModel):
     @property
     def effective_pruner(self) -> PrunerSpec:
         return self.pruner if self.pruner is not None else PrunerSpec(name="none")
+
+    @property
+    def default_pruner(self) -> PrunerSpec:
+        """The pruner a submitted spec gets when it names none.
+
+        ``auto`` under a compute budget (``max_compute_s``, ``max_train_examples``):
+        that is where stopping weak trials early pays, since the compute they
+        save buys more trials. ``median`` otherwise; ``none`` for several objectives.
+        """
+        if self.is_multi_objective:
+            return PrunerSpec(name="none")
+        budget = self.budget
+        if budget.max_compute_s is not None or budget.max_train_examples is not None:
+            return PrunerSpec(name="auto")
+        return PrunerSpec(name="median")
 
 
 def details_from_validation_error(

@@ -20,7 +20,6 @@ from storage.spec import (
     CategoricalParam,
     FloatParam,
     ObjectiveSpec,
-    PrunerSpec,
     StudySpec,
     details_from_validation_error,
     parse_spec,
@@ -63,8 +62,7 @@ def resolve_spec(spec: StudySpec, policy: ValidationPolicy) -> StudySpec:
         errors.append(ErrorDetail(("objective",), "a custom task needs an objective"))
     errors += _check_stopping(spec)
     if spec.pruner is None:
-        name = "none" if spec.is_multi_objective else "median"
-        spec = spec.model_copy(update={"pruner": PrunerSpec(name=name)})
+        spec = spec.model_copy(update={"pruner": spec.default_pruner})
     if not errors:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -20,6 +20,8 @@ from typing import Any
 
 import optuna
 
+from storage.hyperband import ATTR_FIRST_STEP, ATTR_MAX_STEP
+
 logger = logging.getLogger(__name__)
 ReportHook = Callable[[int, Mapping[str, float]], None]
 
@@ -128,6 +130,26 @@ class TrialContext:
             return False
         with self.critical():
             return bool(self.db_call(self.trial.should_prune))
+
+    def declare_fidelity(self, max_step: int, first_step: int | None = None) -> None:
+        """Say where this trial's training ends: the reported step of its last evaluation
+        (and of its first).
+
+        ``pruner: auto`` places its rungs over this range; a task that declares
+        nothing gets rungs from the pruner's ``min_resource`` up. Call it before
+        the first report.
+        """
+        attrs: dict[str, int] = {ATTR_MAX_STEP: int(max_step)}
+        if first_step is not None:
+            attrs[ATTR_FIRST_STEP] = int(first_step)
+        storage, trial_id = self.trial.storage, self.trial._trial_id
+
+        def write() -> None:
+            for key, value in attrs.items():
+                storage.set_trial_system_attr(trial_id, key, value)
+
+        with self.critical():
+            self.db_call(write)
 
     def count_examples(self, n: int) -> None:
         """Add ``n`` training examples seen (``budget.max_train_examples`` counts them)."""

@@ -137,7 +137,7 @@ class SlotEnv:
                 claim.study_name,
                 self.optuna_storage,
                 build_sampler(spec, stream=claim.claim_number),
-                build_pruner(spec.effective_pruner),
+                build_pruner(spec.effective_pruner, spec.budget.n_trials),
             )
         return self._studies[key]
 

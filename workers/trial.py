@@ -148,8 +148,7 @@ def _promote_paused(env: SlotEnv, claim: Claim, study: optuna.Study) -> None:
     with env.db.session_scope() as session:
         if lock_study(session, claim.study_id) is None:
             return
-        factor = getattr(study.pruner, "reduction_factor", 3)
-        parent = promote(study, factor, claim.spec.get("sampler", {}).get("seed"))
+        parent = promote(study, claim.spec.get("sampler", {}).get("seed"))
     if parent is not None:
         logger.info(
             "trial %d of %s promoted: it goes on from its checkpoint", parent, study.study_name

@@ -60,6 +60,8 @@ def task_detail(task: dict[str, Any]) -> Group:
     head.add_row("task", task["name"])
     head.add_row("description", task["description"])
     head.add_row("metrics", ", ".join(task["metrics"]))
+    if fidelity := task.get("fidelity"):
+        head.add_row("fidelity", f"{fidelity['unit']}; up to {fidelity['maximum']}")
     fields = Table(title="config (task.config)")
     for column in ("field", "type", "default"):
         fields.add_column(column)

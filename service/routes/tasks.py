@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from service.deps import ReadDep
 from service.responses import errors_for
-from service.schemas import HyperParameterOut, TaskList, TaskOut
+from service.schemas import FidelityOut, HyperParameterOut, TaskList, TaskOut
 from storage.tasks import AnyParam, TaskDeclaration, all_declarations
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -33,6 +33,7 @@ def task_view(declaration: TaskDeclaration) -> TaskOut:
             )
             for name, h in declaration.hyperparameters.items()
         },
+        fidelity=FidelityOut(unit=declaration.fidelity.unit, maximum=declaration.fidelity.maximum),
     )
 
 

@@ -38,6 +38,26 @@ class HyperParameter:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """What a trial's training is measured in, and where it ends.
+
+    ``unit`` is the step that metrics are reported at (the pruner's rungs are
+    placed over it); ``maximum`` says what sets the last step. Each trial
+    declares its own maximum when it starts (``TrialContext.declare_fidelity``).
+    """
+
+    unit: str
+    maximum: str
+
+
+# The transformer tasks' shared training loop.
+TRANSFORMER_FIDELITY = Fidelity(
+    unit="optimizer steps, or training examples seen with report_step: examples",
+    maximum="max_epochs x optimizer steps per epoch, or max_steps when it comes first",
+)
+
+
+@dataclass(frozen=True)
 class TaskDeclaration:
     """A built-in task as the control plane sees it."""
 
@@ -56,6 +76,7 @@ class TaskDeclaration:
     choose_space: Callable[[BaseModel], str] | None = field(default=None, repr=False)
     # Metrics that only some configs report: (config, metric) -> why not, or None.
     metric_problem: Callable[[BaseModel, str], str | None] | None = field(default=None, repr=False)
+    fidelity: Fidelity = TRANSFORMER_FIDELITY
 
     def default_search_space(self, config: BaseModel | None = None) -> dict[str, AnyParam]:
         """The space searched when a spec gives none; ``config`` may pick another one."""

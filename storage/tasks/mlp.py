@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage.spec import CategoricalParam, FloatParam, IntParam
-from storage.tasks import HyperParameter, TaskDeclaration, register
+from storage.tasks import Fidelity, HyperParameter, TaskDeclaration, register
 
 
 class ImageDataset(BaseModel):
@@ -40,6 +40,7 @@ class MlpConfig(BaseModel):
 MLP_CLASSIFIER = register(
     TaskDeclaration(
         name="mlp-classifier",
+        fidelity=Fidelity(unit="epochs", maximum="max_epochs"),
         description="Flattened image -> hidden_size_1 -> hidden_size_2 -> classes (ReLU, "
         "cross-entropy) on scikit-learn's 8x8 digits or a local MNIST; reports "
         "val_accuracy and val_loss each epoch.",

@@ -178,6 +178,9 @@ def test_tasks_workers_health_metrics(client: TestClient) -> None:
     assert {"val_accuracy", "val_loss"} <= set(mlp["metrics"])
     assert mlp["config_schema"]["type"] == "object"
     assert mlp["default_search_space"]["learning_rate"]["type"] == "float"
+    # Each task says what its training length is measured in (the pruner's rungs).
+    assert mlp["fidelity"] == {"unit": "epochs", "maximum": "max_epochs"}
+    assert "max_steps" in tasks["seq2seq"]["fidelity"]["maximum"]
     assert client.get("/api/v1/workers").json() == {"items": [], "total": 0}
     assert client.get("/api/v1/healthz").json()["status"] == "ok"
     assert client.get("/api/v1/readyz").json()["checks"] == {

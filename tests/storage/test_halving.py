@@ -76,7 +76,7 @@ def test_promotes_the_best_paused_trial_once_it_ranks() -> None:
     found = find_promotion(trials, study.direction, reduction_factor=3)
     assert found is not None and found.parent.number == 1 and found.rung == 0
 
-    assert promote(study, reduction_factor=3, base_seed=None) == 1
+    assert promote(study, base_seed=None) == 1
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert len(waiting) == 1
     attrs = waiting[0].user_attrs
@@ -85,14 +85,14 @@ def test_promotes_the_best_paused_trial_once_it_ranks() -> None:
     assert attrs[ATTR_PROMOTED_RUNG] == 0
     assert attrs[ATTR_SEED] == 101
     # Taken up: not promoted twice, and nobody else ranks yet (one of three).
-    assert promote(study, reduction_factor=3, base_seed=None) is None
+    assert promote(study, base_seed=None) is None
 
 
 def test_a_continuation_is_judged_only_at_later_rungs() -> None:
     study = _study()
     for value in (0.5, 0.9, 0.2):
         _run_to_first_rung(study, value)
-    promote(study, reduction_factor=3, base_seed=None)
+    promote(study, base_seed=None)
     continuation = study.ask()
     assert continuation.user_attrs[ATTR_CONTINUES] == 1
     continuation.report(0.1, 2)  # resumed past rung 0, which it passed
@@ -112,8 +112,8 @@ def test_higher_rungs_are_promoted_first() -> None:
     for value in (0.5, 0.9, 0.2, 0.3, 0.4, 0.1):
         _run_to_first_rung(study, value)
     # Six at rung 0: the best two (0.9 and 0.5) rank; promote both, best first.
-    assert promote(study, 3, None) == 1
-    assert promote(study, 3, None) == 0
+    assert promote(study, None) == 1
+    assert promote(study, None) == 0
 
 
 def test_minimize_ranks_low_values_first() -> None:

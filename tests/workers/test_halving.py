@@ -72,3 +72,27 @@ def test_paused_trials_are_promoted_and_resume_from_their_checkpoint(
     # Once the study has ended, no paused trial's checkpoint is kept on disk.
     root = settings.trials_dir / "halving"
     assert not list(root.glob("trial-*/checkpoint")), sorted(root.iterdir())
+
+
+def test_a_compute_budget_without_a_pruner_runs_resumable_hyperband(
+    api: TestClient, fleet: Fleet, settings: Settings
+) -> None:
+    spec = _spec("auto", n_trials=1)
+    del spec["pruner"]
+    spec["budget"] = {"max_train_examples": 12 * EPOCHS * 1437, "max_concurrent_trials": 1}
+    submit(api, spec)
+    fleet.start("--exit-when-idle")
+    wait_for(lambda: study(api, "auto")["status"] == "completed", 240, "the study", fleet)
+    done = {t["number"]: t for t in trials(api, "auto")}
+    full_run = max(t["train_examples"] for t in done.values())
+    # Brackets that judge early stop most configurations after an epoch or three:
+    # the budget of twelve full runs buys many more trials than twelve.
+    assert len(done) > 16, sorted((t["state"], t["train_examples"]) for t in done.values())
+    paused = [t for t in done.values() if t["state"] == "PRUNED"]
+    assert paused and all(t["train_examples"] < full_run for t in paused)
+    assert any(t["state"] == "COMPLETE" and t["train_examples"] == full_run for t in done.values())
+    continuations = [t for t in done.values() if t["continues"] is not None]
+    assert continuations, "no paused configuration was promoted"
+    for child in continuations:
+        parent_last = max(int(s) for s in done[child["continues"]]["intermediate_values"])
+        assert min(int(s) for s in child["intermediate_values"]) == parent_last + 1

@@ -185,6 +185,7 @@ def run(ctx: TrialContext) -> dict[str, float]:
         params_m=params_m,
     )
     state = _Checkpointed(ctx, model, optimizer, scheduler, _fingerprint(ctx, data))
+    ctx.declare_fidelity(config.max_epochs, 1)
     metrics: dict[str, float] = {}
     for epoch in range(state.resume() + 1, config.max_epochs + 1):
         _train_epoch(ctx, model, optimizer, data, epoch)

@@ -136,6 +136,10 @@ def _train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict
         scheduler=session.scheduler,
         fingerprint=fingerprint,
     ) or Position(step=0, epoch=0, step_in_epoch=0)
+    first_evaluation = min(settings.eval_every_steps or plan.steps_per_epoch, plan.total_steps)
+    ctx.declare_fidelity(
+        settings.reported_step(plan.total_steps), settings.reported_step(first_evaluation)
+    )
     ctx.log.info(
         "training %d optimizer steps (%d per epoch), from step %d",
         plan.total_steps,
