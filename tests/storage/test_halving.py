@@ -154,3 +154,18 @@ def test_bad_options_are_located(pruner: dict[str, object], loc: tuple[str, ...]
 def test_good_options_pass() -> None:
     spec = _spec({"name": "resumable-sha", "options": {"min_resource": 2, "reduction_factor": 2}})
     assert check_pruner(spec) == []
+
+
+def test_a_rung_is_judged_once_even_when_the_pruners_copy_predates_the_judgment() -> None:
+    study = _study()
+    for value in (0.5, 0.9):
+        _run_to_first_rung(study, value)
+    third = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    third.report(0.95, 1)
+    stale = study._storage.get_trial(third._trial_id)  # read before the judgment
+    assert not third.should_prune()  # goes on, its value recorded at rung 0
+    third.report(0.0, 2)
+    # A cached copy taken before the judgment, now at step 2: still not judged again.
+    stale.intermediate_values[2] = 0.0
+    assert not study.pruner.prune(study, stale)
+    assert study.trials[third.number].system_attrs["hpo.rung_0"] == 0.95
