@@ -10,7 +10,7 @@ from typing import TypeVar
 import optuna
 from sqlalchemy.exc import DBAPIError
 
-from storage.db import is_connection_error
+from storage.db import is_connection_error, is_outage
 from storage.errors import UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -39,9 +39,16 @@ def backoff_delays(total_s: float, first_s: float = 0.5, cap_s: float = 15.0) ->
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A failure that retrying may cure: a database down, busy or restarting."""
-    if isinstance(exc, UnavailableError | optuna.exceptions.StorageInternalError):
+    """A failure that retrying may cure: a database down, busy or restarting.
+
+    Optuna wraps every database error of a storage call in
+    ``StorageInternalError``: only one caused by a lost or refused connection
+    is worth waiting for; a data error would fail the same way at every try.
+    """
+    if isinstance(exc, UnavailableError):
         return True
+    if isinstance(exc, optuna.exceptions.StorageInternalError):
+        return is_outage(exc)
     return isinstance(exc, DBAPIError) and is_connection_error(exc)
 
 
