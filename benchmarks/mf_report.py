@@ -18,6 +18,7 @@ Points = Sequence[Sequence[float]]
 Runs = dict[str, dict[str, dict[str, Points]]]
 BASELINE = "random"
 REFERENCES = ("syne-tune asha", "syne-tune bohb")
+OUTSIDE = (*REFERENCES, "dehb")
 
 
 def best_at(points: Points, spent: float) -> float:
@@ -162,7 +163,7 @@ def plot(function: str, settings: dict[str, dict[str, Points]], budget: float, p
                 means.append(max(statistics.mean(column), 1e-6))
                 lows.append(max(min(column), 1e-6))
                 highs.append(max(column))
-        style = "--" if name in REFERENCES else "-"
+        style = "--" if name in OUTSIDE else "-"
         (line,) = ax.plot(xs, means, style, label=name)
         ax.fill_between(xs, lows, highs, alpha=0.12, color=line.get_color())
     ax.set_yscale("log")

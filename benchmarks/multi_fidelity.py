@@ -12,8 +12,9 @@ Settings (``SETTINGS``, a table: one the service refuses with 422 is skipped
 and said so): random search, TPE, TPE with Optuna's ``HyperbandPruner()`` at
 its defaults, TPE with the service's ``resumable-sha`` and TPE with the
 recommended ``auto`` pruner. Outside references on the same functions and
-budget: Syne Tune's ASHA and BOHB (``benchmarks/synetune_reference.py``, run
-with ``--synetune-python``, Syne Tune's simulator).
+budget, each from its own virtualenv: Syne Tune's ASHA and BOHB
+(``benchmarks/synetune_reference.py``, ``--synetune-python``, Syne Tune's
+simulator) and DEHB (``benchmarks/dehb_reference.py``, ``--dehb-python``).
 
     python -m benchmarks.multi_fidelity --seeds 3 \\
         --functions hartmann3-good hartmann3-bad hartmann6-good hartmann6-bad
@@ -72,26 +73,37 @@ def study_body(function: str, setting: str, seed: int, budget: int, slots: int) 
     }
 
 
+# Outside references: (module, the option naming its interpreter, prefix of its names).
+REFERENCES = (
+    ("benchmarks.synetune_reference", "synetune_python", "syne-tune "),
+    ("benchmarks.dehb_reference", "dehb_python", ""),
+)
+
+
 def run_references(args: argparse.Namespace, out: dict[str, Any]) -> None:
-    """Syne Tune's ASHA and BOHB per function, one after another (a background thread)."""
-    python = Path(args.synetune_python)
-    if not python.exists():
-        logger.warning("no %s: the Syne Tune references are skipped", python)
-        return
-    for function in args.functions:
-        target = SCRATCH / f"synetune-{function}.json"
-        command = [str(python), "-m", "benchmarks.synetune_reference", "--function", function]
-        command += ["--budget", str(args.budget), "--out", str(target), "--seeds"]
-        command += [str(s) for s in seeds_of(args)]
-        with (SCRATCH / "synetune.log").open("ab") as log:
-            done = subprocess.run(
-                command, check=False, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-            )
-        if done.returncode != 0:
-            logger.warning("Syne Tune on %s failed (see %s)", function, SCRATCH / "synetune.log")
+    """The outside references per function, one after another (a background thread).
+
+    Each runs in its own virtualenv; a missing one is skipped with a warning.
+    """
+    for module, option, prefix in REFERENCES:
+        python = Path(getattr(args, option))
+        if not python.exists():
+            logger.warning("no %s: %s is skipped", python, module)
             continue
-        for method, runs in json.loads(target.read_text()).items():
-            out.setdefault(function, {})[f"syne-tune {method}"] = runs
+        for function in args.functions:
+            target = SCRATCH / f"{module.rsplit('.', 1)[1]}-{function}.json"
+            command = [str(python), "-m", module, "--function", function]
+            command += ["--budget", str(args.budget), "--out", str(target), "--seeds"]
+            command += [str(s) for s in seeds_of(args)]
+            with (SCRATCH / "references.log").open("ab") as log:
+                done = subprocess.run(
+                    command, check=False, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+                )
+            if done.returncode != 0:
+                logger.warning("%s on %s failed (see references.log)", module, function)
+                continue
+            for method, runs in json.loads(target.read_text()).items():
+                out.setdefault(function, {})[f"{prefix}{method}"] = runs
 
 
 def run_settings(service: Service, args: argparse.Namespace, runs: Runs) -> list[str]:
@@ -132,18 +144,19 @@ def save(path: Path, runs: Runs, args: argparse.Namespace) -> None:
 
 
 def with_saved_references(runs: Runs) -> Runs:
-    """``runs`` plus the Syne Tune runs left in the scratch folder, on the same seeds.
+    """``runs`` plus the reference runs left in the scratch folder, on the same seeds.
 
     For a run that was stopped before its end: the references ran beside it.
     """
     for function, settings in runs.items():
         seeds = set(settings.get("random", {}))
-        path = SCRATCH / f"synetune-{function}.json"
-        if not path.exists():
-            continue
-        for method, by_seed in json.loads(path.read_text()).items():
-            kept = {seed: points for seed, points in by_seed.items() if seed in seeds}
-            settings.setdefault(f"syne-tune {method}", kept)
+        for module, _, prefix in REFERENCES:
+            path = SCRATCH / f"{module.rsplit('.', 1)[1]}-{function}.json"
+            if not path.exists():
+                continue
+            for method, by_seed in json.loads(path.read_text()).items():
+                kept = {seed: points for seed, points in by_seed.items() if seed in seeds}
+                settings.setdefault(f"{prefix}{method}", kept)
     return runs
 
 
@@ -165,6 +178,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--synetune-python", default=str(REPO / ".venv-synetune" / "bin" / "python")
     )
+    parser.add_argument("--dehb-python", default=str(REPO / ".venv-dehb" / "bin" / "python"))
     parser.add_argument(
         "--report-only", action="store_true", help="redo the table and plots from --out's JSON"
     )
