@@ -66,6 +66,9 @@ class TrialContext:
     keep_checkpoint_when_pruned: bool = False
     # Training examples seen so far (compute budgets, compute saved by pruning).
     train_examples: int = 0
+    # The most examples a trial that trains until a plateau may see: its share
+    # of the study's max_train_examples (None: no such budget).
+    max_trial_examples: int | None = None
     # Called with a trial's estimated peak device memory (bytes) before it loads
     # its model: on a packed slot it waits until the device has room (see
     # workers/packing.py); a later call only raises the reservation. Elsewhere a no-op.

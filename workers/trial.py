@@ -179,6 +179,8 @@ def _release(env: SlotEnv, claim: Claim) -> None:
             logger.error("study %s failed: %s", claim.study_name, MISSING_OPTUNA_STUDY)
 
 
+# A trial that trains until a plateau sees at most this share of an examples budget.
+TRIAL_SHARE_OF_BUDGET = 8
 MISSING_OPTUNA_STUDY = "its Optuna study no longer exists (deleted outside the service)"
 
 
@@ -205,11 +207,19 @@ def _context(env: SlotEnv, spec: StudySpec, trial: optuna.Trial, claim: Claim) -
         critical=env.interrupter.critical,
         db_call=env.retrying,
         keep_checkpoint_when_pruned=is_resumable(env.study(claim, spec).pruner),
+        max_trial_examples=trial_examples_share(spec),
     )
     ctx.report_hooks.append(lambda step, metrics: env.interrupter.check())
     ctx.save_checks.append(lambda: _check_still_ours(env))
     env.prepare_context(ctx, spec, claim)
     return ctx
+
+
+def trial_examples_share(spec: StudySpec) -> int | None:
+    """The most examples one trial that trains until a plateau may see: an eighth
+    of the study's ``max_train_examples``, so the budget buys several trials."""
+    budget = spec.budget.max_train_examples
+    return None if budget is None else max(1, budget // TRIAL_SHARE_OF_BUDGET)
 
 
 def _check_still_ours(env: SlotEnv) -> None:

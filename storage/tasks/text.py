@@ -104,9 +104,39 @@ CorpusDataset = Annotated[
 ]
 
 
+# Without max_epochs or max_steps, a trial trains until its objective stops
+# improving, up to this many epochs (and its share of a max_train_examples budget).
+PLATEAU_EPOCH_CAP = 20
+# Without a length: the epochs a spec with early_stopping turned off gets.
+DEFAULT_EPOCHS = 3
+
+
+class EarlyStopping(_Strict):
+    """Stop a trial once its objective has not improved for ``patience`` evaluations."""
+
+    patience: int = Field(
+        default=3, ge=1, le=1000, description="evaluations in a row without improvement"
+    )
+    min_delta: float = Field(
+        default=0.0, ge=0, description="how much better a value must be to count as better"
+    )
+
+
 class TransformerConfig(_Strict):
     model: ModelSpec = Field(default_factory=ScratchModel)
-    max_epochs: int = Field(default=3, ge=1, le=1000)
+    max_epochs: int = Field(
+        default=DEFAULT_EPOCHS,
+        ge=1,
+        le=1000,
+        description=f"epochs to train; when neither this nor max_steps is given, trials stop "
+        f"on a plateau (early_stopping) within {PLATEAU_EPOCH_CAP} epochs",
+    )
+    early_stopping: EarlyStopping | None = Field(
+        default=None,
+        description="stop a trial when its objective stops improving (patience and "
+        "min_delta over the evaluations); on by default when neither max_epochs nor "
+        "max_steps is given, off with null",
+    )
     eval_every_steps: int | None = Field(
         default=None, ge=1, description="evaluate every N optimizer steps (default: each epoch)"
     )
@@ -121,6 +151,17 @@ class TransformerConfig(_Strict):
             "when batch_size is searched together with a pruner"
         ),
     )
+
+    @model_validator(mode="after")
+    def _train_until_a_plateau_by_default(self) -> TransformerConfig:
+        # A spec that says nothing of training length: rather than a guessed
+        # number of epochs, each trial trains until it stops improving. The
+        # resolved spec stores both fields, so this runs once, at submission.
+        length = {"max_epochs", "max_steps", "early_stopping"}
+        if not length & self.model_fields_set:
+            self.early_stopping = EarlyStopping()
+            self.max_epochs = PLATEAU_EPOCH_CAP
+        return self
 
 
 class TextClassificationConfig(TransformerConfig):

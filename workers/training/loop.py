@@ -36,6 +36,7 @@ from workers.training.checkpoint import (
 from workers.training.memory import estimate_training_bytes, measured_peak_bytes, reset_peak_memory
 from workers.training.models import trainable_parameters_m
 from workers.training.optim import build_optimizer, build_scheduler, decayed_parameters, l1_norm
+from workers.training.plateau import Plateau
 from workers.training.runtime import (
     OOM_ERRORS,
     autocast_for,
@@ -146,6 +147,7 @@ def _train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict
         plan.steps_per_epoch,
         start.step,
     )
+    plateau = plateau_of(settings, ctx)
     position, metrics, evaluated_at = start, {}, start.step
     for planned in plan.steps(
         from_epoch=start.epoch, from_step_in_epoch=start.step_in_epoch, done=start.step
@@ -169,6 +171,15 @@ def _train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict
             )
             _report(session, position.step, metrics)
             evaluated_at = position.step
+            if plateau is not None and plateau.reached(metrics):
+                ctx.log.info(
+                    "no better %s in %d evaluations: stopping at step %d of %d",
+                    plateau.metric,
+                    plateau.patience,
+                    position.step,
+                    plan.total_steps,
+                )
+                break
     if evaluated_at != position.step or not metrics:
         # The last evaluation: no checkpoint, the final model is saved right after.
         metrics = _evaluate(session)
@@ -176,6 +187,18 @@ def _train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict
     _save_final(session)
     ctx.log.info("trained to step %d in %.1f s", position.step, time.monotonic() - session.started)
     return {**metrics, "params_m": trainable_parameters_m(session.model)}
+
+
+def plateau_of(settings: TrainSettings, ctx: TrialContext) -> Plateau | None:
+    """The trial's early stopping, if on: its objective, direction and patience.
+
+    Off for several objectives (no single value to watch). A resumed trial
+    counts its patience from the evaluations after the resume.
+    """
+    if settings.patience is None or len(ctx.objective_metrics) != 1:
+        return None
+    maximize = ctx.trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return Plateau(ctx.objective_metrics[0], maximize, settings.patience, settings.min_delta)
 
 
 def _open_session(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> _Session:

@@ -54,6 +54,9 @@ class TrainSettings:
     eval_every_steps: int | None = _CONFIG_DEFAULTS["eval_every_steps"]
     compile: bool = _CONFIG_DEFAULTS["compile"]
     report_step: str = _CONFIG_DEFAULTS["report_step"]
+    # Early stopping on a plateau of the objective (None: off).
+    patience: int | None = None
+    min_delta: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,6 +89,8 @@ class TrainSettings:
         """
         params = {**_DEFAULTS, **ctx.params}
         config = {**_CONFIG_DEFAULTS, **ctx.config}
+        stopping = config.get("early_stopping") or {}
+        batch = int(params["batch_size"]) * int(params["grad_accum_steps"])
         return cls(
             learning_rate=float(params["learning_rate"]),
             batch_size=int(params["batch_size"]),
@@ -100,10 +105,12 @@ class TrainSettings:
             lr_schedule=str(params["lr_schedule"]),
             max_grad_norm=float(params["max_grad_norm"]),
             grad_accum_steps=int(params["grad_accum_steps"]),
-            max_steps=_optional_int(config["max_steps"]),
+            max_steps=_capped_steps(config, stopping, batch, ctx.max_trial_examples),
             eval_every_steps=_optional_int(config["eval_every_steps"]),
             compile=bool(config["compile"]),
             report_step=str(config["report_step"]),
+            patience=_optional_int(stopping.get("patience")),
+            min_delta=float(stopping.get("min_delta", 0.0)),
         )
 
     def reported_step(self, optimizer_step: int) -> int:
@@ -111,6 +118,17 @@ class TrainSettings:
         if self.report_step == "examples":
             return optimizer_step * self.batch_size * self.grad_accum_steps
         return optimizer_step
+
+
+def _capped_steps(
+    config: dict[str, Any], stopping: dict[str, Any], batch: int, max_examples: int | None
+) -> int | None:
+    """``max_steps``, and under early stopping the trial's share of an examples budget."""
+    steps = _optional_int(config["max_steps"])
+    if not stopping or max_examples is None:
+        return steps
+    share = max(1, max_examples // batch)
+    return share if steps is None else min(steps, share)
 
 
 def run_fingerprint(settings: TrainSettings, ctx: TrialContext) -> str:
