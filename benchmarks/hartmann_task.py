@@ -33,6 +33,8 @@ def objective(ctx: TrialContext) -> Mapping[str, float]:
     max_fidelity = int(ctx.config.get("max_fidelity", MAX_FIDELITY))
     point = point_of(ctx.params, function.dims)
     path = ctx.work_dir / CHECKPOINT
+    # Where the walk ends: pruner auto places its rungs over 1..max_fidelity.
+    ctx.declare_fidelity(max_fidelity, 1)
     done = load_step(path, point)
     value = function(point, done) if done else float("nan")
     for step in range(done + 1, max_fidelity + 1):
