@@ -115,6 +115,24 @@ def running_service(server_url: str, slots: int, scratch: Path) -> Iterator[Serv
                 _stop(proc)
 
 
+def _call(service: Service, method: str, path: str, deadline: float, **kw: Any) -> httpx.Response:
+    """One request, retried while the service answers 5xx or cannot be reached.
+
+    A Postgres restart makes the service answer 503 for a while; that is no
+    result of the setting under test, so the benchmark waits it out.
+    """
+    while True:
+        try:
+            response = service.client.request(method, path, **kw)
+            if response.status_code < 500:
+                return response
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{method} {path}: no answer below 500 in time")
+        time.sleep(2.0)
+
+
 def run_study(
     service: Service, body: dict[str, Any], timeout: float = 1800
 ) -> list[dict[str, Any]]:
@@ -124,13 +142,14 @@ def run_study(
         SettingRefused: the service answered 422 (the detail is the message).
         TimeoutError: the study did not end within ``timeout`` seconds.
     """
-    created = service.client.post("/studies", json=body)
+    name, deadline = body["name"], time.monotonic() + timeout
+    created = _call(service, "POST", "/studies", deadline, json=body)
     if created.status_code == 422:
         raise SettingRefused(created.text[:300])
-    created.raise_for_status()
-    name, deadline = body["name"], time.monotonic() + timeout
+    if created.status_code != 409:  # 409: a retried POST that had gone through
+        created.raise_for_status()
     while True:
-        status = service.client.get(f"/studies/{name}").json()["status"]
+        status = _call(service, "GET", f"/studies/{name}", deadline).json()["status"]
         if status in TERMINAL:
             break
         if time.monotonic() > deadline:
@@ -138,9 +157,8 @@ def run_study(
         time.sleep(1.0)
     trials: list[dict[str, Any]] = []
     while True:
-        page = service.client.get(
-            f"/studies/{name}/trials", params={"limit": 1000, "offset": len(trials)}
-        ).json()
+        params = {"limit": 1000, "offset": len(trials)}
+        page = _call(service, "GET", f"/studies/{name}/trials", deadline, params=params).json()
         trials += page["items"]
         if not page["items"] or len(trials) >= page["total"]:
             return trials

@@ -114,6 +114,8 @@ def run_settings(service: Service, args: argparse.Namespace, runs: Runs) -> list
             for setting in SETTINGS:
                 if any(note.startswith(f"{setting}:") for note in skipped):
                     continue
+                if str(seed) in runs.get(function, {}).get(setting, {}):
+                    continue  # --resume: done in an earlier run
                 body = study_body(function, setting, seed, args.budget, args.slots)
                 started = time.monotonic()
                 try:
@@ -182,6 +184,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--report-only", action="store_true", help="redo the table and plots from --out's JSON"
     )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep --out's JSON and run only what it lacks"
+    )
     return parser.parse_args()
 
 
@@ -200,6 +205,12 @@ def main() -> None:
     thread = threading.Thread(target=run_references, args=(args, references))
     thread.start()
     runs: Runs = {}
+    saved_path = args.out / "multi_fidelity.json"
+    if args.resume and saved_path.exists():
+        saved = json.loads(saved_path.read_text())
+        if saved["budget"] != args.budget:
+            raise SystemExit(f"{saved_path} has budget {saved['budget']}, not {args.budget}")
+        runs = saved["runs"]
     with running_service(args.server, args.slots, SCRATCH) as service:
         skipped = run_settings(service, args, runs)
     thread.join()
