@@ -164,6 +164,11 @@ def with_saved_references(runs: Runs) -> Runs:
 
 def report(runs: Runs, budget: float, out: Path) -> None:
     """Print the table; a plot per function under ``out``."""
+    names = list(SETTINGS)
+    for function, settings in runs.items():
+        # The service's settings in the table's order, then the references (a stable sort).
+        ranked = sorted(settings, key=lambda n: names.index(n) if n in names else len(names))
+        runs[function] = {name: settings[name] for name in ranked}
     for function, settings in runs.items():
         plot(function, settings, budget, out / f"multi_fidelity_{function}.png")
     print(markdown(runs, budget))
