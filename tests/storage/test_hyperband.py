@@ -76,12 +76,20 @@ def _run(study: optuna.Study, root: int, values: list[float]) -> bool:
     return False
 
 
-def test_configurations_are_ranked_within_their_bracket_only() -> None:
-    pruner = AutoPruner(reduction_factor=3, max_brackets=3)
+def _calibrated(pruner: AutoPruner) -> optuna.Study:
+    """A study whose rungs are trusted: three never-pruned configurations whose
+    values at every step rank them as their final values do."""
     study = optuna.create_study(direction="maximize", pruner=pruner)
-    aggressive, never = _roots_in(pruner, 0, 4), _roots_in(pruner, 2, 2)
-    # The never-pruned bracket trains to the end whatever it scores.
-    assert not _run(study, never[0], [0.01] * 9)
+    for root, value in zip(_roots_in(pruner, 2, 3), (0.01, 0.02, 0.03), strict=True):
+        # The never-pruned bracket trains to the end whatever it scores.
+        assert not _run(study, root, [value] * 9)
+    return study
+
+
+def test_configurations_are_ranked_within_their_bracket_only() -> None:
+    pruner = AutoPruner(reduction_factor=3, max_brackets=3, min_trials=3)
+    study = _calibrated(pruner)
+    aggressive, never = _roots_in(pruner, 0, 4), _roots_in(pruner, 2, 5)[3:]
     # Bracket 0 judges at step 1: three configurations there, only the best third goes on.
     assert _run(study, aggressive[0], [0.5])
     assert _run(study, aggressive[1], [0.4])
@@ -92,7 +100,7 @@ def test_configurations_are_ranked_within_their_bracket_only() -> None:
     # it is promoted, and goes on from its own folder.
     assert _run(study, aggressive[3], [0.1])
     assert promote(study, base_seed=None) is None  # 0.5 is second of four: not yet
-    assert not _run(study, never[1], [0.0] * 9)
+    assert not _run(study, never[0], [0.0] * 9)
     assert _run(study, _roots_in(pruner, 0, 6)[5], [0.05])
     assert _run(study, _roots_in(pruner, 0, 7)[6], [0.02])
     parent = promote(study, base_seed=None)
@@ -145,8 +153,8 @@ def test_auto_is_sized_by_the_trial_budget_and_its_options_are_checked() -> None
 
 
 def test_a_rung_shared_by_two_brackets_ranks_each_apart() -> None:
-    pruner = AutoPruner(reduction_factor=3, max_brackets=3)
-    study = optuna.create_study(direction="maximize", pruner=pruner)
+    pruner = AutoPruner(reduction_factor=3, max_brackets=3, min_trials=3)
+    study = _calibrated(pruner)
     # Bracket 1 judges first at step 3, the rung that bracket 0 reaches second.
     for root, value in zip(_roots_in(pruner, 1, 3), (0.1, 0.2, 0.3), strict=True):
         _run(study, root, [value] * 3)
@@ -158,3 +166,22 @@ def test_a_rung_shared_by_two_brackets_ranks_each_apart() -> None:
     _run(study, roots[1], [0.4])
     assert _run(study, roots[2], [0.9, 0.9, 0.9])
     assert study.get_trials()[-1].user_attrs["hpo.paused_rung"] == 1
+
+
+def test_a_rung_judges_nobody_until_its_values_predict_the_end() -> None:
+    pruner = AutoPruner(reduction_factor=3, max_brackets=3, min_trials=3)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    roots = _roots_in(pruner, 0, 6)
+    # Too few completed configurations to tell: the first rung lets everybody on.
+    for root, value in zip(roots[:3], (0.1, 0.2, 0.3), strict=True):
+        assert not _run(study, root, [value] * 9)
+    # Early values that rank them backwards: the rung stays silent.
+    for root, (early, final) in zip(
+        _roots_in(pruner, 2, 3), ((0.9, 0.1), (0.5, 0.5), (0.1, 0.9)), strict=True
+    ):
+        assert not _run(study, root, [early] * 3 + [final] * 6)
+    assert not pruner.rung_trusted(study.get_trials(), 0)
+    assert not _run(study, roots[3], [0.0] * 9)  # the worst so far at rung 0, not paused
+    assert not any(is_paused(t) for t in study.get_trials())
+    # Every trial recorded its value at each rung's step, whatever its bracket.
+    assert all("hpo.level_0" in t.system_attrs for t in study.get_trials())
