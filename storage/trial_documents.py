@@ -29,7 +29,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from storage.errors import ErrorDetail, InvalidRequestError
+from storage.errors import ErrorDetail, InvalidRequestError, quote, shorten
 from storage.optuna_store import ATTR_REQUEUE_OF, ATTR_RETRY_OF
 from storage.search_space import param_problem, to_distributions
 from storage.spec import BudgetSpec, StudySpec
@@ -40,7 +40,6 @@ SERVICE_ATTR_PREFIX = "hpo."
 MAX_STEP = 2**31 - 1
 MAX_NAME_LENGTH = 512
 _STEP = re.compile(r"0|[1-9][0-9]{0,9}")
-QUOTE_LENGTH = 80
 MAX_PROBLEMS = 20
 MAX_WARNINGS = 20
 Loc = tuple[str | int, ...]
@@ -225,7 +224,7 @@ def _params(
     for name, value in params.items():
         distribution, problem = _distribution(name, given, space)
         if distribution is not None and param_problem(name, value, {name: distribution}):
-            problem = (("params", name), f"{_quote(value)} is outside the search space of {name}")
+            problem = (("params", name), f"{quote(value)} is outside the search space of {name}")
         if problem is not None:
             loc, msg = problem
             problems.append(ErrorDetail(tuple(_clip(p) for p in loc), msg))
@@ -336,14 +335,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _quote(value: Any) -> str:
-    """``repr(value)``, cut to a short prefix: a message never echoes a whole document."""
-    text = repr(value)
-    return text if len(text) <= QUOTE_LENGTH else f"{text[:QUOTE_LENGTH]}…"
-
-
 def _clip(part: str | int) -> str | int:
     """A part of a location, cut like :func:`quote` when it is a long name."""
-    if isinstance(part, int) or len(part) <= QUOTE_LENGTH:
-        return part
-    return f"{part[:QUOTE_LENGTH]}…"
+    return part if isinstance(part, int) else shorten(part)
