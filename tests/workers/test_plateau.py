@@ -17,15 +17,27 @@ ContextFactory = Callable[..., TrialContext]
 
 
 def test_patience_counts_evaluations_without_a_large_enough_gain() -> None:
-    plateau = Plateau("val_accuracy", maximize=True, patience=2, min_delta=0.01)
+    plateau = Plateau({"val_accuracy": True}, patience=2, min_delta=0.01)
     assert not plateau.reached({"val_accuracy": 0.5})
     assert not plateau.reached({"val_accuracy": 0.505})  # within min_delta: no better
     assert not plateau.reached({"val_accuracy": 0.6})  # better: the count starts again
     assert not plateau.reached({"val_accuracy": float("nan")})
     assert plateau.reached({"val_accuracy": 0.55})
-    lower = Plateau("val_loss", maximize=False, patience=1)
+    lower = Plateau({"val_loss": False}, patience=1)
     assert not lower.reached({"val_loss": 1.0}) and not lower.reached({"val_loss": 0.9})
     assert lower.reached({"val_loss": 0.95})
+
+
+def test_a_falling_validation_loss_keeps_a_trial_going_while_its_objective_stands_still() -> None:
+    plateau = Plateau.of_objective("val_bleu", maximize=True, patience=2)
+    assert plateau.watched == {"val_bleu": True, "val_loss": False}
+    for loss in (3.0, 2.5, 2.0, 1.5):  # BLEU stays at 0 on short targets while words form
+        assert not plateau.reached({"val_bleu": 0.0, "val_loss": loss})
+    assert not plateau.reached({"val_bleu": 0.0, "val_loss": 1.6})
+    assert plateau.reached({"val_bleu": 0.0, "val_loss": 1.7})
+    assert Plateau.of_objective("val_loss", maximize=False, patience=1).watched == {
+        "val_loss": False
+    }
 
 
 def test_a_spec_without_a_length_trains_until_a_plateau() -> None:

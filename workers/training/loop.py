@@ -174,7 +174,7 @@ def _train(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> dict
             if plateau is not None and plateau.reached(metrics):
                 ctx.log.info(
                     "no better %s in %d evaluations: stopping at step %d of %d",
-                    plateau.metric,
+                    " or ".join(plateau.watched),
                     plateau.patience,
                     position.step,
                     plan.total_steps,
@@ -198,7 +198,9 @@ def plateau_of(settings: TrainSettings, ctx: TrialContext) -> Plateau | None:
     if settings.patience is None or len(ctx.objective_metrics) != 1:
         return None
     maximize = ctx.trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return Plateau(ctx.objective_metrics[0], maximize, settings.patience, settings.min_delta)
+    return Plateau.of_objective(
+        ctx.objective_metrics[0], maximize, settings.patience, settings.min_delta
+    )
 
 
 def _open_session(job: TrainingJob, settings: TrainSettings, ctx: TrialContext) -> _Session:
