@@ -21,6 +21,17 @@ simulator) and DEHB (``benchmarks/dehb_reference.py``, ``--dehb-python``).
 
 Prints the Markdown table for RESULTS.md and writes a PNG per function and the
 raw trajectories (``--out``, default ``benchmarks/figures``).
+
+The outside references live in virtualenvs of their own at the top of the
+checkout (never in the product's; a missing one is skipped with a warning):
+
+    python3 -m venv .venv-synetune && .venv-synetune/bin/pip install "syne-tune==0.16.0"
+    python3 -m venv .venv-dehb && .venv-dehb/bin/pip install "dehb==0.1.2"
+    python3 -m venv .venv-mfpb && .venv-mfpb/bin/pip install "torch==2.13.0" \\
+        && .venv-mfpb/bin/pip install "mf-prior-bench==1.10.0"
+
+(the last only for ``python -m benchmarks.hartmann_check``, which compares the
+functions here with mf-prior-bench's).
 """
 
 from __future__ import annotations
