@@ -181,9 +181,11 @@ def find_promotion(
         for trial in paused[rung]:
             ranked = rung_ranking(peers(trials, trial) if peers else trials, rung, direction)
             root = folder_root(trial)
-            if root in ranked[: len(ranked) // reduction_factor]:
-                value = float(trial.system_attrs[f"{RUNG_ATTR_PREFIX}{rung}"])
-                ranks.append((sign * value, root, trial))
+            # Paused on a value that was not finite: its own rung value is missing,
+            # though another trial of its folder (an earlier attempt) may rank.
+            value = trial.system_attrs.get(f"{RUNG_ATTR_PREFIX}{rung}")
+            if isinstance(value, int | float) and root in ranked[: len(ranked) // reduction_factor]:
+                ranks.append((sign * float(value), root, trial))
         if ranks:
             return Promotion(min(ranks, key=lambda r: (r[0], r[1]))[2], rung)
     return None

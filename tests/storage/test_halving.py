@@ -169,3 +169,29 @@ def test_a_rung_is_judged_once_even_when_the_pruners_copy_predates_the_judgment(
     stale.intermediate_values[2] = 0.0
     assert not study.pruner.prune(study, stale)
     assert study.trials[third.number].system_attrs["hpo.rung_0"] == 0.95
+
+
+def test_a_paused_trial_without_its_own_rung_value_is_not_promoted_on_its_folders() -> None:
+    # An earlier attempt of folder 0 ranked at rung 0; its retry was paused there on a
+    # value that was not finite, so it has no rung value of its own.
+    ranked = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL,
+        user_attrs={ATTR_RETRY_ROOT: 0},
+        system_attrs={"hpo.rung_0": 0.9},
+    )
+    retry = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED,
+        user_attrs={ATTR_RETRY_ROOT: 0, ATTR_PAUSED_RUNG: 0},
+    )
+    others = [
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED,
+            user_attrs={ATTR_RETRY_ROOT: root, ATTR_PAUSED_RUNG: 0},
+            system_attrs={"hpo.rung_0": value},
+        )
+        for root, value in ((5, 0.1), (6, 0.2))
+    ]
+    for number, trial in enumerate([ranked, retry, *others]):
+        trial.number = number
+    direction = optuna.study.StudyDirection.MAXIMIZE
+    assert find_promotion([ranked, retry, *others], direction, 3) is None
